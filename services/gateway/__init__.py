@@ -1,0 +1,1 @@
+"""The gateway service: the node's local HTTP API (OpenAI-compatible) and, later, its P2P side."""

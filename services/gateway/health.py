@@ -1,0 +1,64 @@
+"""The gateway's view of the node: the latest heartbeat of every service instance, aged out when silent."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from google.protobuf.json_format import MessageToDict
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+
+from avadios.runtime import HEARTBEAT_INTERVAL_S, HEARTBEAT_SUBJECT
+from avadios.v1 import common_pb2
+
+STALE_AFTER_S = HEARTBEAT_INTERVAL_S * 3.5
+Status = common_pb2.HealthReply.Status
+
+
+@dataclass(slots=True)
+class Beat:
+    reply: common_pb2.HealthReply
+    received: float
+
+
+class HealthBoard:
+    def __init__(self) -> None:
+        self._beats: dict[str, Beat] = {}
+
+    async def subscribe(self, nc: NatsClient) -> None:
+        await nc.subscribe(f"{HEARTBEAT_SUBJECT}.>", cb=self._on_beat)
+
+    async def _on_beat(self, msg: Msg) -> None:
+        try:
+            reply = common_pb2.HealthReply.FromString(msg.data)
+        except Exception:
+            return  # a malformed heartbeat is ignored, not trusted
+        self._beats[reply.instance] = Beat(reply, time.monotonic())
+
+    def live(self, service: str | None = None) -> list[common_pb2.HealthReply]:
+        now = time.monotonic()
+        for instance in [i for i, b in self._beats.items() if now - b.received > STALE_AFTER_S * 20]:
+            del self._beats[instance]  # forget long-dead instances (restarted processes get new ids)
+        return sorted((b.reply for b in self._beats.values()
+                       if now - b.received <= STALE_AFTER_S and (service is None or b.reply.service == service)),
+                      key=lambda r: (r.service, r.replica, r.instance))
+
+    def inference_ready(self) -> bool:
+        return any(r.status == Status.SERVING for r in self.live("inference"))
+
+    def summary(self) -> tuple[str, dict[str, list[dict[str, object]]]]:
+        """("ok" | "loading" | "unavailable", per-service instance details) for GET /health."""
+        services: dict[str, list[dict[str, object]]] = {}
+        for reply in self.live():
+            detail = MessageToDict(reply, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+            detail["status"] = Status.Name(reply.status).lower()
+            services.setdefault(reply.service, []).append(detail)
+        inference = self.live("inference")
+        if any(r.status == Status.SERVING for r in inference):
+            state = "ok"
+        elif any(r.status == Status.LOADING for r in inference):
+            state = "loading"
+        else:
+            state = "unavailable"
+        return state, services

@@ -1,0 +1,1 @@
+"""The inference service: text generation from local GGUF models with llama.cpp."""

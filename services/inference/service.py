@@ -1,0 +1,186 @@
+"""The Inference servicer: validates requests, admits them into a bounded queue, streams from the engine."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from gguf import GGUFReader
+
+from avadios.errors import Busy, InvalidArgument, NotFound, Unavailable
+from avadios.models import ModelFile, default_model_path, discover_models
+from avadios.runtime import ServiceContext
+from avadios.transport import ServerContext
+from avadios.v1 import common_pb2, inference_pb2, inference_pb2_grpc
+from services.inference.chat_format import GGUF_TEMPLATE, QA_FORMAT, Message
+from services.inference.engine import Engine, Sampling
+
+log = logging.getLogger("avadios.inference")
+Status = common_pb2.HealthReply.Status
+
+
+def read_model_info(model: ModelFile) -> inference_pb2.ModelInfo:
+    """Metadata straight from the GGUF header (memory-mapped; no weights are read)."""
+    reader = GGUFReader(str(model.path))
+
+    def field(key: str) -> object:
+        f = reader.fields.get(key)
+        return f.contents() if f is not None else None
+
+    arch = str(field("general.architecture") or "")
+    context = field(f"{arch}.context_length") or 0
+    return inference_pb2.ModelInfo(
+        name=model.name, path=str(model.path), size_bytes=model.path.stat().st_size,
+        context_length=int(context),  # type: ignore[call-overload]
+        architecture=arch, is_default=model.is_default,
+        chat_format=GGUF_TEMPLATE if field("tokenizer.chat_template") else QA_FORMAT)
+
+
+class InferenceRoom(inference_pb2_grpc.InferenceServicer):
+    descriptor = inference_pb2.DESCRIPTOR.services_by_name["Inference"]
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+        self.config = ctx.config
+        self._default_path: Path | None = None
+        self._models: dict[str, ModelFile] = {}
+        self._infos: dict[str, inference_pb2.ModelInfo] = {}
+        self._engine: Engine | None = None
+        self._engine_lock = asyncio.Lock()  # one generation (and one model swap) at a time per replica
+        self._admitted = 0
+        self._served = 0
+        self._load_task: asyncio.Task[None] | None = None
+        self._load_error = ""
+
+    @classmethod
+    async def create(cls, ctx: ServiceContext) -> InferenceRoom:
+        return cls(ctx)
+
+    @property
+    def servicer(self) -> object:
+        return self
+
+    async def start(self) -> None:
+        self._load_task = asyncio.create_task(self._load_default())
+
+    async def stop(self) -> None:
+        if self._load_task is not None:
+            self._load_task.cancel()
+        if self._engine is not None:
+            self._engine.close()
+
+    async def _load_default(self) -> None:
+        try:
+            self._default_path = await asyncio.to_thread(default_model_path, self.config)
+            self._refresh_models()
+            log.info("loading model", extra={"path": str(self._default_path)})
+            self._engine = await Engine.load(self._default_path, self.config.context_length,
+                                             self.config.inference_threads)
+            log.info("model loaded", extra={"model": self._default_path.stem, "threads": self._engine.threads,
+                                            "n_ctx": self._engine.context_length})
+        except Exception as exc:
+            self._load_error = f"cannot load the default model: {exc}"
+            log.exception("default model failed to load")
+
+    def _refresh_models(self) -> None:
+        assert self._default_path is not None
+        self._models = {m.name: m for m in discover_models(self.config, self._default_path)}
+        for name, model in self._models.items():
+            if name not in self._infos:
+                try:
+                    self._infos[name] = read_model_info(model)
+                except Exception as exc:  # a broken file in models/ must not take the service down
+                    log.warning("skipping unreadable model %s: %s", model.path, exc)
+        self._models = {n: m for n, m in self._models.items() if n in self._infos}
+
+    def health(self) -> common_pb2.HealthReply:
+        if self._load_error:
+            status, detail = Status.NOT_SERVING, self._load_error
+        elif self._engine is None:
+            status, detail = Status.LOADING, "loading the default model"
+        else:
+            status, detail = Status.SERVING, ""
+        return self.ctx.base_health(
+            status, detail, requests_served=self._served, in_flight=self._admitted,
+            models=list(self._models), loaded_model=self._engine.path.stem if self._engine else "")
+
+    async def Health(self, request: common_pb2.HealthRequest, context: ServerContext) -> common_pb2.HealthReply:
+        return self.health()
+
+    async def ListModels(self, request: inference_pb2.ListModelsRequest,
+                         context: ServerContext) -> inference_pb2.ListModelsReply:
+        if self._default_path is None:
+            raise Unavailable("the inference service is still starting")
+        self._refresh_models()  # models dropped into <home>/models show up without a restart
+        return inference_pb2.ListModelsReply(models=list(self._infos[n] for n in self._models),
+                                             default_model=self._default_path.stem)
+
+    async def Generate(self, request: inference_pb2.GenerateRequest,
+                       context: ServerContext) -> AsyncIterator[inference_pb2.GenerateChunk]:
+        sampling = self._sampling(request.sampling)
+        if self._engine is None:
+            raise Unavailable(self._load_error or "the model is still loading; retry shortly")
+        if self._admitted >= self.config.inference_queue:
+            raise Busy(f"inference replica {self.ctx.replica} is busy ({self._admitted} requests running or "
+                       f"queued, limit {self.config.inference_queue}); retry later")
+        self._admitted += 1
+        try:
+            async with self._engine_lock:
+                engine = await self._engine_for(request.model)
+                tokens, stop = self._prompt(engine, request)
+                if len(tokens) + sampling.max_tokens > engine.context_length:
+                    raise InvalidArgument(
+                        f"prompt of {len(tokens)} tokens plus max_tokens {sampling.max_tokens} exceeds the "
+                        f"model's context of {engine.context_length} tokens")
+                sampling = Sampling(sampling.max_tokens, sampling.temperature, sampling.top_p, sampling.seed,
+                                    sampling.stop + stop)
+                model = engine.path.stem
+                async for piece in engine.generate(tokens, sampling):
+                    if piece.finish_reason:
+                        self._served += 1
+                        yield inference_pb2.GenerateChunk(
+                            finish_reason=piece.finish_reason, model=model, instance=self.ctx.instance,
+                            usage=inference_pb2.Usage(prompt_tokens=piece.prompt_tokens,
+                                                      completion_tokens=piece.completion_tokens))
+                    else:
+                        yield inference_pb2.GenerateChunk(text=piece.text)
+        finally:
+            self._admitted -= 1
+
+    def _sampling(self, params: inference_pb2.SamplingParams) -> Sampling:
+        max_tokens = params.max_tokens or self.config.default_max_tokens
+        if not 0.0 <= params.temperature <= 2.0:
+            raise InvalidArgument(f"temperature {params.temperature:g} is outside 0..2")
+        if not 0.0 <= params.top_p <= 1.0:
+            raise InvalidArgument(f"top_p {params.top_p:g} is outside 0..1")
+        seed = params.seed if params.HasField("seed") else None
+        return Sampling(max_tokens, params.temperature, params.top_p or 1.0, seed, tuple(params.stop))
+
+    def _prompt(self, engine: Engine, request: inference_pb2.GenerateRequest) -> tuple[list[int], tuple[str, ...]]:
+        if request.WhichOneof("input") == "chat":
+            return engine.render_chat([Message(m.role, m.content) for m in request.chat.messages])
+        if not request.prompt:
+            raise InvalidArgument("prompt is empty")
+        return engine.tokenize_prompt(request.prompt), ()
+
+    async def _engine_for(self, name: str) -> Engine:
+        """The engine for `name`, swapping the model in memory if another one is loaded (one per replica)."""
+        assert self._engine is not None
+        if not name or name == self._engine.path.stem:
+            return self._engine
+        self._refresh_models()
+        model = self._models.get(name)
+        if model is None:
+            raise NotFound(f"model {name!r} is not served here; available: {', '.join(sorted(self._models))}")
+        log.info("swapping model", extra={"from": self._engine.path.stem, "to": name})
+        old, self._engine = self._engine, None
+        old.close()
+        try:
+            self._engine = await Engine.load(model.path, self.config.context_length, self.config.inference_threads)
+        except Exception as exc:
+            self._engine = await Engine.load(old.path, self.config.context_length, self.config.inference_threads)
+            raise Unavailable(f"cannot load model {name!r}: {exc}") from exc
+        return self._engine
+

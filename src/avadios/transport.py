@@ -1,0 +1,335 @@
+"""gRPC services carried over NATS: a `nats.micro` server per servicer and a stub with the same method names.
+
+One endpoint per proto method on subject `avadios.<service>.<Method>`, subscribed in the queue group
+`avadios.<service>` so N replicas share the load. Unary methods are plain NATS request/reply. Server
+streaming methods publish every message to the caller's inbox as soon as it is produced and end with an
+empty message whose headers carry the final status; the caller cancels by publishing to the subject named
+in the `Avadios-Cancel` header. Deadlines travel as a relative timeout in milliseconds; errors travel as
+a gRPC status code and a message in headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, NoReturn
+
+import grpc
+import nats
+import nats.errors
+from google.protobuf import message_factory
+from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
+from google.protobuf.message import DecodeError, Message
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.micro import add_service
+from nats.micro.request import Request
+from nats.micro.service import Service
+
+from avadios.errors import AvadiosError, DeadlineExceeded, PayloadTooLarge, RpcError, Unavailable
+from avadios.errors import status_code_from_value
+
+STATUS = "Avadios-Status"
+MESSAGE = "Avadios-Message"
+TIMEOUT_MS = "Avadios-Timeout-Ms"
+REQUEST_ID = "Avadios-Request-Id"
+CANCEL = "Avadios-Cancel"
+END = "Avadios-End"
+OK = str(grpc.StatusCode.OK.value[0])
+NATS_NO_RESPONDERS = "503"
+
+log = logging.getLogger("avadios.transport")
+
+
+def subject_for(service: str, method: str) -> str:
+    return f"avadios.{service}.{method}"
+
+
+def queue_group_for(service: str) -> str:
+    return f"avadios.{service}"
+
+
+async def connect(url: str, name: str) -> NatsClient:
+    """Connect to NATS and keep reconnecting forever: a NATS restart must never take a service down."""
+
+    async def on_disconnect() -> None:
+        log.warning("nats disconnected", extra={"nats_url": url})
+
+    async def on_reconnect() -> None:
+        log.info("nats reconnected", extra={"nats_url": url})
+
+    async def on_error(error: Exception) -> None:
+        log.warning("nats error: %s", error, extra={"nats_url": url})
+
+    return await nats.connect(
+        url,
+        name=name,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.25,
+        allow_reconnect=True,
+        connect_timeout=2,
+        disconnected_cb=on_disconnect,
+        reconnected_cb=on_reconnect,
+        error_cb=on_error,
+    )
+
+
+class ServerContext:
+    """The part of `grpc.aio.ServicerContext` our servicers use, so they also run under `grpc.aio`."""
+
+    def __init__(self, headers: Mapping[str, str] | None) -> None:
+        headers = headers or {}
+        self._metadata = tuple((k.lower(), v) for k, v in headers.items())
+        timeout_ms = headers.get(TIMEOUT_MS)
+        self._deadline = time.monotonic() + int(timeout_ms) / 1000 if timeout_ms else None
+        self._cancelled = asyncio.Event()
+        self.request_id = headers.get(REQUEST_ID, "")
+
+    def time_remaining(self) -> float | None:
+        return None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self._metadata
+
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+
+    async def abort(self, code: grpc.StatusCode, details: str = "") -> NoReturn:
+        raise RpcError(code, details)
+
+
+def _status_headers(code: grpc.StatusCode, message: str, end: bool) -> dict[str, str]:
+    headers = {STATUS: str(code.value[0])}
+    if message:
+        # Header values are one line; keep the reason readable and bounded.
+        headers[MESSAGE] = " ".join(message.split())[:1000]
+    if end:
+        headers[END] = "1"
+    if code is not grpc.StatusCode.OK:
+        # nats.micro's own error headers, so generic NATS tooling sees the failure too.
+        headers["Nats-Service-Error"] = headers.get(MESSAGE, code.name)
+        headers["Nats-Service-Error-Code"] = code.name
+    return headers
+
+
+def _error_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    if isinstance(exc, AvadiosError):
+        return exc.code, exc.message
+    if isinstance(exc, TimeoutError):
+        return grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded"
+    return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}"
+
+
+def _message_class(descriptor: Any) -> type[Message]:
+    return message_factory.GetMessageClass(descriptor)
+
+
+class NatsServer:
+    """Serves one generated servicer over NATS as a `nats.micro` service."""
+
+    def __init__(self, nc: NatsClient, service: str, descriptor: ServiceDescriptor, servicer: object,
+                 version: str = "0.1.0", metadata: Mapping[str, str] | None = None) -> None:
+        self._nc = nc
+        self._service_name = service
+        self._descriptor = descriptor
+        self._servicer = servicer
+        self._version = version
+        self._metadata = dict(metadata or {})
+        self._micro: Service | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._micro = await add_service(
+            self._nc,
+            name=f"avadios-{self._service_name}",
+            version=self._version,
+            description=f"AVADIOS {self._descriptor.full_name} over NATS",
+            metadata=self._metadata,
+            queue_group=queue_group_for(self._service_name),
+        )
+        for method in self._descriptor.methods:
+            await self._micro.add_endpoint(
+                name=method.name,
+                subject=subject_for(self._service_name, method.name),
+                handler=self._handler_for(method),
+            )
+
+    async def stop(self) -> None:
+        if self._micro is not None:
+            await self._micro.stop()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _handler_for(self, method: MethodDescriptor) -> Callable[[Request], Awaitable[None]]:
+        # nats-py runs one subscription's callbacks one after another: each call gets its own task so a
+        # long stream never holds up the next request.
+        async def handle(request: Request) -> None:
+            task = asyncio.create_task(self._serve(method, request._msg))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        return handle
+
+    async def _serve(self, method: MethodDescriptor, msg: Msg) -> None:
+        ctx = ServerContext(msg.headers)
+        implementation = getattr(self._servicer, method.name)
+        try:
+            try:
+                request = _message_class(method.input_type).FromString(msg.data)
+            except DecodeError as exc:
+                raise RpcError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"malformed {method.input_type.name} message: {exc}") from None
+            if ctx.time_remaining() == 0.0:
+                raise DeadlineExceeded("deadline already passed when the request arrived")
+            if method.server_streaming:
+                await self._serve_stream(implementation, request, ctx, msg)
+            else:
+                async with asyncio.timeout(ctx.time_remaining()):
+                    reply = await implementation(request, ctx)
+                await self._respond(msg, reply.SerializeToString(), _status_headers(grpc.StatusCode.OK, "", True))
+        except Exception as exc:
+            code, message = _error_of(exc)
+            if code is grpc.StatusCode.INTERNAL:
+                log.exception("%s failed", method.full_name, extra={"request_id": ctx.request_id})
+            with contextlib.suppress(Exception):
+                await self._nc.publish(msg.reply, b"", headers=_status_headers(code, message, True))
+
+    async def _serve_stream(self, implementation: Callable[..., AsyncIterator[Message]], request: Message,
+                            ctx: ServerContext, msg: Msg) -> None:
+        cancel_subject = (msg.headers or {}).get(CANCEL)
+        task = asyncio.current_task()
+        assert task is not None
+
+        async def on_cancel(_: Msg) -> None:
+            ctx.cancel()
+            task.cancel()
+
+        cancel_sub = await self._nc.subscribe(cancel_subject, cb=on_cancel) if cancel_subject else None
+        try:
+            async with asyncio.timeout(ctx.time_remaining()):
+                async for item in implementation(request, ctx):
+                    await self._respond(msg, item.SerializeToString(), None)
+            await self._nc.publish(msg.reply, b"", headers=_status_headers(grpc.StatusCode.OK, "", True))
+        except asyncio.CancelledError:
+            if not ctx.cancelled():
+                raise  # the server is stopping, not the caller cancelling
+        finally:
+            if cancel_sub is not None:
+                with contextlib.suppress(Exception):
+                    await cancel_sub.unsubscribe()
+
+    async def _respond(self, msg: Msg, data: bytes, headers: dict[str, str] | None) -> None:
+        if len(data) > self._nc.max_payload:
+            raise PayloadTooLarge(f"reply of {len(data)} bytes exceeds the NATS max payload of "
+                                  f"{self._nc.max_payload} bytes")
+        await self._nc.publish(msg.reply, data, headers=headers)
+
+
+def _raise_for_status(msg: Msg, what: str) -> None:
+    headers = msg.headers or {}
+    if headers.get("Status") == NATS_NO_RESPONDERS and not msg.data:
+        raise Unavailable(f"no {what} service is running")
+    status = headers.get(STATUS, OK)
+    if status != OK:
+        raise RpcError(status_code_from_value(int(status)), headers.get(MESSAGE, ""))
+
+
+class NatsChannel:
+    """The client side: calls methods of services over one NATS connection."""
+
+    def __init__(self, nc: NatsClient) -> None:
+        self.nc = nc
+
+    def _headers(self, timeout: float, request_id: str | None) -> dict[str, str]:
+        return {TIMEOUT_MS: str(max(1, int(timeout * 1000))), REQUEST_ID: request_id or uuid.uuid4().hex}
+
+    def _check_size(self, data: bytes, subject: str) -> None:
+        if len(data) > self.nc.max_payload:
+            raise PayloadTooLarge(f"request to {subject} is {len(data)} bytes, over the NATS max payload of "
+                                  f"{self.nc.max_payload} bytes; it was not sent")
+
+    async def unary(self, service: str, method: str, request: Message, reply_type: type[Message],
+                    timeout: float, request_id: str | None = None) -> Message:
+        subject = subject_for(service, method)
+        data = request.SerializeToString()
+        self._check_size(data, subject)
+        try:
+            msg = await self.nc.request(subject, data, timeout=timeout, headers=self._headers(timeout, request_id))
+        except nats.errors.NoRespondersError:
+            raise Unavailable(f"no {service} service is running") from None
+        except nats.errors.TimeoutError:
+            raise DeadlineExceeded(f"{service}.{method} did not answer within {timeout:g} s") from None
+        except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):
+            raise Unavailable("the node's NATS server is not reachable") from None
+        _raise_for_status(msg, service)
+        return reply_type.FromString(msg.data)
+
+    async def server_stream(self, service: str, method: str, request: Message, reply_type: type[Message],
+                            timeout: float, request_id: str | None = None) -> AsyncIterator[Message]:
+        subject = subject_for(service, method)
+        data = request.SerializeToString()
+        self._check_size(data, subject)
+        inbox = self.nc.new_inbox()
+        headers = {**self._headers(timeout, request_id), CANCEL: inbox + ".cancel"}
+        deadline = time.monotonic() + timeout
+        sub = await self.nc.subscribe(inbox)
+        finished = False
+        try:
+            try:
+                await self.nc.publish(subject, data, reply=inbox, headers=headers)
+            except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):
+                raise Unavailable("the node's NATS server is not reachable") from None
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise DeadlineExceeded(f"{service}.{method} did not finish within {timeout:g} s")
+                try:
+                    msg = await sub.next_msg(timeout=remaining)
+                except nats.errors.TimeoutError:
+                    raise DeadlineExceeded(f"{service}.{method} did not finish within {timeout:g} s") from None
+                if msg.headers:
+                    _raise_for_status(msg, service)
+                    if msg.headers.get(END):
+                        finished = True
+                        return
+                yield reply_type.FromString(msg.data)
+        finally:
+            if not finished:
+                with contextlib.suppress(Exception):
+                    await self.nc.publish(inbox + ".cancel", b"")
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+
+class Stub:
+    """A client for one proto service, with the proto's method names: `await stub.Health(req)`,
+    `async for chunk in stub.Generate(req)`."""
+
+    def __init__(self, channel: NatsChannel, service: str, descriptor: ServiceDescriptor,
+                 default_timeout: float = 30.0) -> None:
+        for method in descriptor.methods:
+            setattr(self, method.name, self._bind(channel, service, method, default_timeout))
+
+    @staticmethod
+    def _bind(channel: NatsChannel, service: str, method: MethodDescriptor, default_timeout: float) -> Any:
+        reply_type = _message_class(method.output_type)
+        if method.server_streaming:
+            def stream(request: Message, timeout: float = default_timeout,
+                       request_id: str | None = None) -> AsyncIterator[Message]:
+                return channel.server_stream(service, method.name, request, reply_type, timeout, request_id)
+            return stream
+
+        async def unary(request: Message, timeout: float = default_timeout, request_id: str | None = None) -> Message:
+            return await channel.unary(service, method.name, request, reply_type, timeout, request_id)
+        return unary
+
+    def __getattr__(self, name: str) -> Any:  # methods are set in __init__; this keeps type checkers calm
+        raise AttributeError(name)
