@@ -31,7 +31,7 @@ class CacheRoom(cache_pb2_grpc.CacheServicer):
         self._db = Rdict(str(path), options)
         self._hits = 0
         self._lookups = 0
-        self._entries = sum(1 for _ in self._db.keys())
+        self._entries = sum(1 for _ in self._db.keys())  # noqa: SIM118 (Rdict iterates items)
         log.info("cache opened", extra={"path": str(path), "entries": self._entries})
 
     @classmethod
@@ -49,15 +49,16 @@ class CacheRoom(cache_pb2_grpc.CacheServicer):
         self._db.close()
 
     def health(self) -> common_pb2.HealthReply:
-        return self.ctx.base_health(common_pb2.HealthReply.SERVING,
-                                    f"{self._entries} entries, {self._hits}/{self._lookups} hits",
-                                    requests_served=self._lookups)
+        return self.ctx.base_health(
+            common_pb2.HealthReply.SERVING,
+            f"{self._entries} entries, {self._hits}/{self._lookups} hits",
+            requests_served=self._lookups,
+        )
 
     async def Health(self, request: common_pb2.HealthRequest, context: ServerContext) -> common_pb2.HealthReply:
         return self.health()
 
-    async def Lookup(self, request: cache_pb2.CacheLookupRequest,
-                     context: ServerContext) -> cache_pb2.CacheLookupReply:
+    async def Lookup(self, request: cache_pb2.CacheLookupRequest, context: ServerContext) -> cache_pb2.CacheLookupReply:
         _check_key(request.key)
         self._lookups += 1
         raw = self._db.get(request.key)

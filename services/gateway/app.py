@@ -41,10 +41,15 @@ T = TypeVar("T", bound=BaseModel)
 MODELS_TTL_S = 2.0
 CACHE_TIMEOUT_S = 1.0
 TIER_HEADER = "X-Avadios-Tier"
-_ERROR_TYPES = {400: ("invalid_request_error", "invalid_request"), 401: ("authentication_error", "invalid_api_key"),
-                404: ("invalid_request_error", "model_not_found"), 413: ("invalid_request_error", "request_too_large"),
-                429: ("rate_limit_error", "busy"), 503: ("server_error", "service_unavailable"),
-                504: ("server_error", "timeout")}
+_ERROR_TYPES = {
+    400: ("invalid_request_error", "invalid_request"),
+    401: ("authentication_error", "invalid_api_key"),
+    404: ("invalid_request_error", "model_not_found"),
+    413: ("invalid_request_error", "request_too_large"),
+    429: ("rate_limit_error", "busy"),
+    503: ("server_error", "service_unavailable"),
+    504: ("server_error", "timeout"),
+}
 
 
 class ApiError(Exception):
@@ -68,10 +73,12 @@ class Gateway:
         self.config = config
         self.node_id = node_id
         self.api_key = api_key
-        self.inference = Stub(channel, "inference", inference_pb2.DESCRIPTOR.services_by_name["Inference"],
-                              default_timeout=10.0)
-        self.cache = Stub(channel, "cache", cache_pb2.DESCRIPTOR.services_by_name["Cache"],
-                          default_timeout=CACHE_TIMEOUT_S)
+        self.inference = Stub(
+            channel, "inference", inference_pb2.DESCRIPTOR.services_by_name["Inference"], default_timeout=10.0
+        )
+        self.cache = Stub(
+            channel, "cache", cache_pb2.DESCRIPTOR.services_by_name["Cache"], default_timeout=CACHE_TIMEOUT_S
+        )
         self.board = HealthBoard()
         self.metrics = Metrics()
         self._models: inference_pb2.ListModelsReply | None = None
@@ -90,8 +97,9 @@ class Gateway:
         if not name or name == "default":
             return models.default_model
         if name not in {m.name for m in models.models}:
-            raise NotFound(f"The model '{name}' does not exist on this node. "
-                           f"Available: {', '.join(m.name for m in models.models)}")
+            raise NotFound(
+                f"The model '{name}' does not exist on this node. Available: {', '.join(m.name for m in models.models)}"
+            )
         return name
 
     async def answer(self, request: inference_pb2.GenerateRequest, key: bytes | None) -> Answer:
@@ -101,8 +109,7 @@ class Gateway:
             cached = await self._cache_lookup(key)
             if cached is not None:
                 return Answer("0", _replay(cached))
-        stream = self.inference.Generate(request, timeout=self.config.request_timeout_s,
-                                         request_id=request.request_id)
+        stream = self.inference.Generate(request, timeout=self.config.request_timeout_s, request_id=request.request_id)
         try:
             first = await anext(stream)
         except StopAsyncIteration:
@@ -117,9 +124,13 @@ class Gateway:
             return None
         return reply.answer if reply.found else None
 
-    async def _record(self, first: inference_pb2.GenerateChunk, rest: AsyncIterator[inference_pb2.GenerateChunk],
-                      request: inference_pb2.GenerateRequest,
-                      key: bytes | None) -> AsyncIterator[inference_pb2.GenerateChunk]:
+    async def _record(
+        self,
+        first: inference_pb2.GenerateChunk,
+        rest: AsyncIterator[inference_pb2.GenerateChunk],
+        request: inference_pb2.GenerateRequest,
+        key: bytes | None,
+    ) -> AsyncIterator[inference_pb2.GenerateChunk]:
         """Pass chunks through; once the answer is complete, store it in tier 0 (before the caller sees the end,
         so the next identical request finds it)."""
         texts: list[str] = []
@@ -128,9 +139,13 @@ class Gateway:
             while chunk is not None:
                 texts.append(chunk.text)
                 if chunk.finish_reason and key is not None:
-                    answer = cache_pb2.CachedAnswer(text="".join(texts), finish_reason=chunk.finish_reason,
-                                                    usage=chunk.usage, model=chunk.model,
-                                                    created_unix=int(time.time()))
+                    answer = cache_pb2.CachedAnswer(
+                        text="".join(texts),
+                        finish_reason=chunk.finish_reason,
+                        usage=chunk.usage,
+                        model=chunk.model,
+                        created_unix=int(time.time()),
+                    )
                     try:
                         await self.cache.Store(cache_pb2.CacheStoreRequest(key=key, answer=answer))
                     except AvadiosError as exc:
@@ -171,15 +186,20 @@ class Gateway:
             return
         given = request.headers.get("authorization", "")
         if not hmac.compare_digest(given.encode(), f"Bearer {self.api_key}".encode()):
-            raise ApiError(401, "missing or wrong API key: send 'Authorization: Bearer <key>' "
-                                "with the key from the node's api.key file")
+            raise ApiError(
+                401,
+                "missing or wrong API key: send 'Authorization: Bearer <key>' "
+                "with the key from the node's api.key file",
+            )
 
 
 def _replay(cached: cache_pb2.CachedAnswer) -> AsyncIterator[inference_pb2.GenerateChunk]:
     async def chunks() -> AsyncIterator[inference_pb2.GenerateChunk]:
         yield inference_pb2.GenerateChunk(text=cached.text)
-        yield inference_pb2.GenerateChunk(finish_reason=cached.finish_reason, usage=cached.usage,
-                                          model=cached.model, instance="cache")
+        yield inference_pb2.GenerateChunk(
+            finish_reason=cached.finish_reason, usage=cached.usage, model=cached.model, instance="cache"
+        )
+
     return chunks()
 
 
@@ -221,10 +241,12 @@ def build_app(gw: Gateway) -> FastAPI:
                 return await handler(request)
             except Exception as exc:
                 return error_response(api_error(exc), route)
+
         return run
 
-    async def generate(request: Request, schema: type[ChatCompletionRequest] | type[CompletionRequest],
-                       route: str) -> Response:
+    async def generate(
+        request: Request, schema: type[ChatCompletionRequest] | type[CompletionRequest], route: str
+    ) -> Response:
         started = time.perf_counter()
         body = await gw.read_body(request, schema)
         model = await gw.resolve_model(body.model)
@@ -267,8 +289,11 @@ def build_app(gw: Gateway) -> FastAPI:
                         if first:
                             metrics.first_token.labels(answer.tier).observe(time.perf_counter() - started)
                             first = False
-                        yield _sse(chat_chunk(request_id, model, created, {"content": chunk.text}, None) if is_chat
-                                   else text_completion(request_id, model, chunk.text, None, None, created))
+                        yield _sse(
+                            chat_chunk(request_id, model, created, {"content": chunk.text}, None)
+                            if is_chat
+                            else text_completion(request_id, model, chunk.text, None, None, created)
+                        )
                     if chunk.finish_reason:
                         usage = finish(chunk)
                         if is_chat:
@@ -277,8 +302,11 @@ def build_app(gw: Gateway) -> FastAPI:
                             last_event = text_completion(request_id, model, "", chunk.finish_reason, None, created)
                         yield _sse(last_event)
                         if body.include_usage:
-                            tail = chat_chunk(request_id, model, created, {}, None) if is_chat else \
-                                text_completion(request_id, model, "", None, None, created)
+                            tail = (
+                                chat_chunk(request_id, model, created, {}, None)
+                                if is_chat
+                                else text_completion(request_id, model, "", None, None, created)
+                            )
                             tail["choices"], tail["usage"] = [], usage
                             yield _sse(tail)
                 yield _sse("[DONE]")
@@ -287,8 +315,9 @@ def build_app(gw: Gateway) -> FastAPI:
                 metrics.errors.labels(route, err.code).inc()
                 yield _sse(error_body(err.message, err.type, err.code))
 
-        return StreamingResponse(events(), media_type="text/event-stream",
-                                 headers={**headers, "Cache-Control": "no-cache"})
+        return StreamingResponse(
+            events(), media_type="text/event-stream", headers={**headers, "Cache-Control": "no-cache"}
+        )
 
     async def chat_completions(request: Request) -> Response:
         return await generate(request, ChatCompletionRequest, "/v1/chat/completions")
@@ -298,10 +327,22 @@ def build_app(gw: Gateway) -> FastAPI:
 
     async def models(request: Request) -> Response:
         reply = await gw.list_models()
-        data = [{"id": m.name, "object": "model", "created": 0, "owned_by": "local",
-                 "avadios": {"size_bytes": m.size_bytes, "context_length": m.context_length,
-                             "architecture": m.architecture, "chat_format": m.chat_format,
-                             "default": m.is_default}} for m in reply.models]
+        data = [
+            {
+                "id": m.name,
+                "object": "model",
+                "created": 0,
+                "owned_by": "local",
+                "avadios": {
+                    "size_bytes": m.size_bytes,
+                    "context_length": m.context_length,
+                    "architecture": m.architecture,
+                    "chat_format": m.chat_format,
+                    "default": m.is_default,
+                },
+            }
+            for m in reply.models
+        ]
         metrics.requests.labels("/v1/models", "200", "").inc()
         return JSONResponse({"object": "list", "data": data})
 
@@ -320,4 +361,3 @@ def build_app(gw: Gateway) -> FastAPI:
     app.add_api_route("/health", health, methods=["GET"])
     app.add_api_route("/metrics", metrics_route, methods=["GET"])
     return app
-

@@ -40,9 +40,14 @@ class HealthBoard:
         now = time.monotonic()
         for instance in [i for i, b in self._beats.items() if now - b.received > STALE_AFTER_S * 20]:
             del self._beats[instance]  # forget long-dead instances (restarted processes get new ids)
-        return sorted((b.reply for b in self._beats.values()
-                       if now - b.received <= STALE_AFTER_S and (service is None or b.reply.service == service)),
-                      key=lambda r: (r.service, r.replica, r.instance))
+        return sorted(
+            (
+                b.reply
+                for b in self._beats.values()
+                if now - b.received <= STALE_AFTER_S and (service is None or b.reply.service == service)
+            ),
+            key=lambda r: (r.service, r.replica, r.instance),
+        )
 
     def inference_ready(self) -> bool:
         return any(r.status == Status.SERVING for r in self.live("inference"))

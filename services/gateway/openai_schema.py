@@ -54,8 +54,12 @@ class SamplingIn(BaseModel):
 
     def sampling(self) -> inference_pb2.SamplingParams:
         stops = [self.stop] if isinstance(self.stop, str) else (self.stop or [])
-        params = inference_pb2.SamplingParams(max_tokens=self.max_completion_tokens or self.max_tokens or 0,
-                                              temperature=self.temperature, top_p=self.top_p, stop=stops)
+        params = inference_pb2.SamplingParams(
+            max_tokens=self.max_completion_tokens or self.max_tokens or 0,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            stop=stops,
+        )
         if self.seed is not None:
             params.seed = self.seed
         return params
@@ -74,10 +78,16 @@ class ChatCompletionRequest(SamplingIn):
     messages: list[ChatMessageIn] = Field(min_length=1)
 
     def generate_request(self, request_id: str, model: str) -> inference_pb2.GenerateRequest:
-        messages = [inference_pb2.ChatMessage(role="system" if m.role == "developer" else m.role, content=m.text())
-                    for m in self.messages]
-        return inference_pb2.GenerateRequest(request_id=request_id, model=model, sampling=self.sampling(),
-                                             chat=inference_pb2.ChatPrompt(messages=messages))
+        messages = [
+            inference_pb2.ChatMessage(role="system" if m.role == "developer" else m.role, content=m.text())
+            for m in self.messages
+        ]
+        return inference_pb2.GenerateRequest(
+            request_id=request_id,
+            model=model,
+            sampling=self.sampling(),
+            chat=inference_pb2.ChatPrompt(messages=messages),
+        )
 
 
 class CompletionRequest(SamplingIn):
@@ -92,34 +102,66 @@ class CompletionRequest(SamplingIn):
 
     def generate_request(self, request_id: str, model: str) -> inference_pb2.GenerateRequest:
         prompt = self.prompt[0] if isinstance(self.prompt, list) else self.prompt
-        return inference_pb2.GenerateRequest(request_id=request_id, model=model, sampling=self.sampling(),
-                                             prompt=prompt)
+        return inference_pb2.GenerateRequest(
+            request_id=request_id, model=model, sampling=self.sampling(), prompt=prompt
+        )
 
 
 def usage_dict(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
 
 
-def chat_completion(request_id: str, model: str, text: str, finish_reason: str,
-                    usage: dict[str, int]) -> dict[str, Any]:
-    return {"id": request_id, "object": "chat.completion", "created": int(time.time()), "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                         "logprobs": None, "finish_reason": finish_reason}],
-            "usage": usage}
+def chat_completion(
+    request_id: str, model: str, text: str, finish_reason: str, usage: dict[str, int]
+) -> dict[str, Any]:
+    return {
+        "id": request_id,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": None,
+                "finish_reason": finish_reason,
+            }
+        ],
+        "usage": usage,
+    }
 
 
-def chat_chunk(request_id: str, model: str, created: int, delta: dict[str, str],
-               finish_reason: str | None) -> dict[str, Any]:
-    return {"id": request_id, "object": "chat.completion.chunk", "created": created, "model": model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
+def chat_chunk(
+    request_id: str, model: str, created: int, delta: dict[str, str], finish_reason: str | None
+) -> dict[str, Any]:
+    return {
+        "id": request_id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+    }
 
 
-def text_completion(request_id: str, model: str, text: str, finish_reason: str | None,
-                    usage: dict[str, int] | None, created: int | None = None) -> dict[str, Any]:
+def text_completion(
+    request_id: str,
+    model: str,
+    text: str,
+    finish_reason: str | None,
+    usage: dict[str, int] | None,
+    created: int | None = None,
+) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "id": request_id, "object": "text_completion", "created": created or int(time.time()), "model": model,
-        "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}]}
+        "id": request_id,
+        "object": "text_completion",
+        "created": created or int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}],
+    }
     if usage is not None:
         body["usage"] = usage
     return body

@@ -8,6 +8,7 @@ import logging
 from collections.abc import Iterator
 
 import uvicorn
+from google.protobuf.descriptor import ServiceDescriptor
 
 from avadios.identity import load_or_create_api_key
 from avadios.runtime import ServiceContext
@@ -26,7 +27,7 @@ class _Server(uvicorn.Server):
 
 
 class GatewayRoom:
-    descriptor = None  # the gateway serves HTTP (and later P2P), not an in-node NATS service
+    descriptor: ServiceDescriptor | None = None  # the gateway serves HTTP (and later P2P), not an in-node NATS service
 
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
@@ -34,9 +35,17 @@ class GatewayRoom:
         # Beyond loopback the API is reachable by others: then every call needs the node's API key.
         api_key = None if config.api_is_local else load_or_create_api_key(config.home)
         self.gateway = Gateway(config, NatsChannel(ctx.nc), ctx.node_id, api_key)
-        self._server = _Server(uvicorn.Config(
-            build_app(self.gateway), host=config.api_host, port=config.api_port, log_config=None,
-            access_log=False, lifespan="off", timeout_graceful_shutdown=3))
+        self._server = _Server(
+            uvicorn.Config(
+                build_app(self.gateway),
+                host=config.api_host,
+                port=config.api_port,
+                log_config=None,
+                access_log=False,
+                lifespan="off",
+                timeout_graceful_shutdown=3,
+            )
+        )
         self._task: asyncio.Task[None] | None = None
 
     @classmethod

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
@@ -76,6 +77,7 @@ class ChatRenderer:
         check_messages(messages)
         if self._jinja is None:
             return render_qa(messages)
-        result = self._jinja(messages=[{"role": m.role, "content": m.content} for m in messages])
+        chat: Any = [{"role": m.role, "content": m.content} for m in messages]
+        result = self._jinja(messages=chat)
         stop = result.stop if isinstance(result.stop, list) else ([result.stop] if result.stop else [])
         return RenderedPrompt(result.prompt, tuple(stop), has_bos=bool(result.added_special))

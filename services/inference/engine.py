@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from llama_cpp import Llama
 
@@ -43,14 +44,21 @@ class Engine:
     def __init__(self, path: Path, context_length: int, threads: int) -> None:
         self.path = path
         self.threads = threads or os.cpu_count() or 1
-        self.llm = Llama(model_path=str(path), n_ctx=context_length, n_threads=self.threads,
-                         n_threads_batch=self.threads, verbose=False)
+        self.llm = Llama(
+            model_path=str(path),
+            n_ctx=context_length,
+            n_threads=self.threads,
+            n_threads_batch=self.threads,
+            verbose=False,
+        )
         self.context_length = self.llm.n_ctx()
         meta = self.llm.metadata
         vocab = self.llm._model
-        self.renderer = ChatRenderer(meta.get("tokenizer.chat_template"),
-                                     bos_token=vocab.token_get_text(self.llm.token_bos()),
-                                     eos_token=vocab.token_get_text(self.llm.token_eos()))
+        self.renderer = ChatRenderer(
+            meta.get("tokenizer.chat_template"),
+            bos_token=vocab.token_get_text(self.llm.token_bos()),
+            eos_token=vocab.token_get_text(self.llm.token_eos()),
+        )
         # llama.cpp state is not thread safe: every call into it runs on this one thread.
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama")
 
@@ -82,10 +90,16 @@ class Engine:
             try:
                 finish = "stop"
                 stream = self.llm.create_completion(
-                    tokens, max_tokens=sampling.max_tokens, temperature=sampling.temperature,
-                    top_p=sampling.top_p, seed=sampling.seed, stop=list(sampling.stop) or None, stream=True)
+                    tokens,
+                    max_tokens=sampling.max_tokens,
+                    temperature=sampling.temperature,
+                    top_p=sampling.top_p,
+                    seed=sampling.seed,
+                    stop=list(sampling.stop) or None,
+                    stream=True,
+                )
                 for chunk in stream:
-                    choice = chunk["choices"][0]  # type: ignore[index]
+                    choice: Any = chunk["choices"][0]  # type: ignore[index]
                     if choice["text"]:
                         put(Piece(choice["text"]))
                     if choice.get("finish_reason"):

@@ -32,10 +32,14 @@ def read_model_info(model: ModelFile) -> inference_pb2.ModelInfo:
     arch = str(field("general.architecture") or "")
     context = field(f"{arch}.context_length") or 0
     return inference_pb2.ModelInfo(
-        name=model.name, path=str(model.path), size_bytes=model.path.stat().st_size,
+        name=model.name,
+        path=str(model.path),
+        size_bytes=model.path.stat().st_size,
         context_length=int(context),  # type: ignore[call-overload]
-        architecture=arch, is_default=model.is_default,
-        chat_format=GGUF_TEMPLATE if field("tokenizer.chat_template") else QA_FORMAT)
+        architecture=arch,
+        is_default=model.is_default,
+        chat_format=GGUF_TEMPLATE if field("tokenizer.chat_template") else QA_FORMAT,
+    )
 
 
 class InferenceRoom(inference_pb2_grpc.InferenceServicer):
@@ -76,10 +80,17 @@ class InferenceRoom(inference_pb2_grpc.InferenceServicer):
             self._default_path = await asyncio.to_thread(default_model_path, self.config)
             self._refresh_models()
             log.info("loading model", extra={"path": str(self._default_path)})
-            self._engine = await Engine.load(self._default_path, self.config.context_length,
-                                             self.config.inference_threads)
-            log.info("model loaded", extra={"model": self._default_path.stem, "threads": self._engine.threads,
-                                            "n_ctx": self._engine.context_length})
+            self._engine = await Engine.load(
+                self._default_path, self.config.context_length, self.config.inference_threads
+            )
+            log.info(
+                "model loaded",
+                extra={
+                    "model": self._default_path.stem,
+                    "threads": self._engine.threads,
+                    "n_ctx": self._engine.context_length,
+                },
+            )
         except Exception as exc:
             self._load_error = f"cannot load the default model: {exc}"
             log.exception("default model failed to load")
@@ -103,28 +114,38 @@ class InferenceRoom(inference_pb2_grpc.InferenceServicer):
         else:
             status, detail = Status.SERVING, ""
         return self.ctx.base_health(
-            status, detail, requests_served=self._served, in_flight=self._admitted,
-            models=list(self._models), loaded_model=self._engine.path.stem if self._engine else "")
+            status,
+            detail,
+            requests_served=self._served,
+            in_flight=self._admitted,
+            models=list(self._models),
+            loaded_model=self._engine.path.stem if self._engine else "",
+        )
 
     async def Health(self, request: common_pb2.HealthRequest, context: ServerContext) -> common_pb2.HealthReply:
         return self.health()
 
-    async def ListModels(self, request: inference_pb2.ListModelsRequest,
-                         context: ServerContext) -> inference_pb2.ListModelsReply:
+    async def ListModels(
+        self, request: inference_pb2.ListModelsRequest, context: ServerContext
+    ) -> inference_pb2.ListModelsReply:
         if self._default_path is None:
             raise Unavailable("the inference service is still starting")
         self._refresh_models()  # models dropped into <home>/models show up without a restart
-        return inference_pb2.ListModelsReply(models=list(self._infos[n] for n in self._models),
-                                             default_model=self._default_path.stem)
+        return inference_pb2.ListModelsReply(
+            models=list(self._infos[n] for n in self._models), default_model=self._default_path.stem
+        )
 
-    async def Generate(self, request: inference_pb2.GenerateRequest,
-                       context: ServerContext) -> AsyncIterator[inference_pb2.GenerateChunk]:
+    async def Generate(
+        self, request: inference_pb2.GenerateRequest, context: ServerContext
+    ) -> AsyncIterator[inference_pb2.GenerateChunk]:
         sampling = self._sampling(request.sampling)
         if self._engine is None:
             raise Unavailable(self._load_error or "the model is still loading; retry shortly")
         if self._admitted >= self.config.inference_queue:
-            raise Busy(f"inference replica {self.ctx.replica} is busy ({self._admitted} requests running or "
-                       f"queued, limit {self.config.inference_queue}); retry later")
+            raise Busy(
+                f"inference replica {self.ctx.replica} is busy ({self._admitted} requests running or "
+                f"queued, limit {self.config.inference_queue}); retry later"
+            )
         self._admitted += 1
         try:
             async with self._engine_lock:
@@ -133,17 +154,23 @@ class InferenceRoom(inference_pb2_grpc.InferenceServicer):
                 if len(tokens) + sampling.max_tokens > engine.context_length:
                     raise InvalidArgument(
                         f"prompt of {len(tokens)} tokens plus max_tokens {sampling.max_tokens} exceeds the "
-                        f"model's context of {engine.context_length} tokens")
-                sampling = Sampling(sampling.max_tokens, sampling.temperature, sampling.top_p, sampling.seed,
-                                    sampling.stop + stop)
+                        f"model's context of {engine.context_length} tokens"
+                    )
+                sampling = Sampling(
+                    sampling.max_tokens, sampling.temperature, sampling.top_p, sampling.seed, sampling.stop + stop
+                )
                 model = engine.path.stem
                 async for piece in engine.generate(tokens, sampling):
                     if piece.finish_reason:
                         self._served += 1
                         yield inference_pb2.GenerateChunk(
-                            finish_reason=piece.finish_reason, model=model, instance=self.ctx.instance,
-                            usage=inference_pb2.Usage(prompt_tokens=piece.prompt_tokens,
-                                                      completion_tokens=piece.completion_tokens))
+                            finish_reason=piece.finish_reason,
+                            model=model,
+                            instance=self.ctx.instance,
+                            usage=inference_pb2.Usage(
+                                prompt_tokens=piece.prompt_tokens, completion_tokens=piece.completion_tokens
+                            ),
+                        )
                     else:
                         yield inference_pb2.GenerateChunk(text=piece.text)
         finally:
@@ -183,4 +210,3 @@ class InferenceRoom(inference_pb2_grpc.InferenceServicer):
             self._engine = await Engine.load(old.path, self.config.context_length, self.config.inference_threads)
             raise Unavailable(f"cannot load model {name!r}: {exc}") from exc
         return self._engine
-

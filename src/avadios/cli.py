@@ -51,8 +51,10 @@ def _not_running(config: NodeConfig, as_json: bool) -> int:
     if as_json:
         _emit_json({"running": False, "home": str(config.home)})
     else:
-        console.print(f"[red]no node is running[/] for home {config.home}: start one with "
-                      f"[bold]avadios up --home {config.home}[/]")
+        console.print(
+            f"[red]no node is running[/] for home {config.home}: start one with "
+            f"[bold]avadios up --home {config.home}[/]"
+        )
     return EXIT_NOT_RUNNING
 
 
@@ -165,8 +167,15 @@ def cmd_status(args: argparse.Namespace) -> int:
         except httpx.HTTPError as exc:
             health = {"status": "unreachable", "error": str(exc), "services": {}}
     node_id = health.get("node_id") or identity.load(config.home).node_id
-    result = {"running": True, "home": str(config.home), "node_id": node_id, "api_url": base,
-              "health": health.get("status"), "processes": state["processes"], "services": health.get("services", {})}
+    result = {
+        "running": True,
+        "home": str(config.home),
+        "node_id": node_id,
+        "api_url": base,
+        "health": health.get("status"),
+        "processes": state["processes"],
+        "services": health.get("services", {}),
+    }
     if args.json:
         _emit_json(result)
         return 0
@@ -179,8 +188,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         detail = inst.get("detail") or (f"model {inst['loaded_model']}" if inst.get("loaded_model") else "")
         if inst.get("requests_served"):
             detail += f" served {inst['requests_served']}"
-        table.add_row(name, str(proc["pid"] or "-"), str(proc["restarts"]),
-                      inst.get("status", "up" if proc["pid"] else "down"), detail.strip())
+        table.add_row(
+            name,
+            str(proc["pid"] or "-"),
+            str(proc["restarts"]),
+            inst.get("status", "up" if proc["pid"] else "down"),
+            detail.strip(),
+        )
     console.print(table)
     return 0
 
@@ -216,8 +230,13 @@ def cmd_models(args: argparse.Namespace) -> int:
     table = Table("model", "default", "size", "context", "chat format")
     for m in data:
         info = m["avadios"]
-        table.add_row(m["id"], "yes" if info["default"] else "", f"{info['size_bytes'] / 1e6:.0f} MB",
-                      str(info["context_length"]), info["chat_format"])
+        table.add_row(
+            m["id"],
+            "yes" if info["default"] else "",
+            f"{info['size_bytes'] / 1e6:.0f} MB",
+            str(info["context_length"]),
+            info["chat_format"],
+        )
     console.print(table)
     return 0
 
@@ -226,8 +245,12 @@ def cmd_ask(args: argparse.Namespace) -> int:
     config = _config(args)
     if read_node_file(config) is None:
         return _not_running(config, args.json)
-    body: dict[str, Any] = {"model": args.model or "default", "messages": [{"role": "user", "content": args.prompt}],
-                            "stream": not args.json, "temperature": args.temperature}
+    body: dict[str, Any] = {
+        "model": args.model or "default",
+        "messages": [{"role": "user", "content": args.prompt}],
+        "stream": not args.json,
+        "temperature": args.temperature,
+    }
     if args.max_tokens:
         body["max_tokens"] = args.max_tokens
     client, _ = _client(config, timeout=config.request_timeout_s)
@@ -267,24 +290,31 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"avadios {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, handler: Callable[[argparse.Namespace], int], help_: str,
-                json_flag: bool = False) -> argparse.ArgumentParser:
+    def command(
+        name: str, handler: Callable[[argparse.Namespace], int], help_: str, json_flag: bool = False
+    ) -> argparse.ArgumentParser:
         p = commands.add_parser(name, help=help_, description=help_)
-        p.add_argument("--home", type=Path, default=None,
-                       help="node home directory (default $AVADIOS_HOME or ~/.avadios)")
+        p.add_argument(
+            "--home", type=Path, default=None, help="node home directory (default $AVADIOS_HOME or ~/.avadios)"
+        )
         if json_flag:
             p.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
         p.set_defaults(handler=handler)
         return p
 
     up = command("up", cmd_up, "start a node in the foreground (Ctrl-C stops every process it started)")
-    up.add_argument("--api-host", default=None, help="address of the HTTP API (default 127.0.0.1; env "
-                                                     "AVADIOS_API_HOST); other than loopback needs the API key")
+    up.add_argument(
+        "--api-host",
+        default=None,
+        help="address of the HTTP API (default 127.0.0.1; env AVADIOS_API_HOST); other than loopback needs the API key",
+    )
     up.add_argument("--api-port", type=int, default=None, help="HTTP API port (default 8740; env AVADIOS_API_PORT)")
-    up.add_argument("--nats-port", type=int, default=None,
-                    help="embedded NATS port (default 4222; env AVADIOS_NATS_PORT)")
-    up.add_argument("--replicas", action="append", metavar="SERVICE=N",
-                    help="processes of a service, e.g. inference=2 (repeatable)")
+    up.add_argument(
+        "--nats-port", type=int, default=None, help="embedded NATS port (default 4222; env AVADIOS_NATS_PORT)"
+    )
+    up.add_argument(
+        "--replicas", action="append", metavar="SERVICE=N", help="processes of a service, e.g. inference=2 (repeatable)"
+    )
     command("status", cmd_status, "show the node's processes, replicas, health and model", json_flag=True)
     command("id", cmd_id, "print this node's id (BLAKE3 of its Ed25519 public key)", json_flag=True)
     command("models", cmd_models, "list the models the running node serves", json_flag=True)

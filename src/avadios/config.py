@@ -103,11 +103,23 @@ def _coerce(name: str, raw: Any, kind: type) -> Any:
         raise ValueError(f"bad value for {name}: {raw!r} is not a {kind.__name__}") from None
 
 
-_TYPES: dict[str, type] = {"home": Path, "api_host": str, "api_port": int, "nats_host": str, "nats_port": int,
-                           "nats_url": str, "inference_replicas": int, "inference_threads": int,
-                           "inference_queue": int, "context_length": int, "default_max_tokens": int,
-                           "default_model_path": str, "max_body_bytes": int, "request_timeout_s": float,
-                           "log_level": str}
+_TYPES: dict[str, type] = {
+    "home": Path,
+    "api_host": str,
+    "api_port": int,
+    "nats_host": str,
+    "nats_port": int,
+    "nats_url": str,
+    "inference_replicas": int,
+    "inference_threads": int,
+    "inference_queue": int,
+    "context_length": int,
+    "default_max_tokens": int,
+    "default_model_path": str,
+    "max_body_bytes": int,
+    "request_timeout_s": float,
+    "log_level": str,
+}
 
 
 def load_config(overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> NodeConfig:

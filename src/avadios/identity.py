@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from dataclasses import dataclass
@@ -58,8 +59,7 @@ def check_secret_permissions(path: Path) -> None:
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
         raise KeyPermissionError(
-            f"{path} has permissions {mode:04o}; it must be readable only by its owner. "
-            f"Fix it with: chmod 600 {path}"
+            f"{path} has permissions {mode:04o}; it must be readable only by its owner. Fix it with: chmod 600 {path}"
         )
 
 
@@ -67,7 +67,9 @@ def load_or_create(home: Path) -> Identity:
     """Load the node key from `home`, creating it on first start."""
     path = home / KEY_FILE
     if not path.exists():
-        write_secret_file(path, bytes(SigningKey.generate()))
+        # Several processes may start at once on a fresh home (compose): the first one creates the key.
+        with contextlib.suppress(FileExistsError):
+            write_secret_file(path, bytes(SigningKey.generate()))
     check_secret_permissions(path)
     seed = path.read_bytes()
     if len(seed) != 32:
@@ -90,6 +92,7 @@ def load_or_create_api_key(home: Path) -> str:
     """The bearer key the local HTTP API demands when it listens beyond loopback (0600, made at first start)."""
     path = home / API_KEY_FILE
     if not path.exists():
-        write_secret_file(path, ("avk-" + os.urandom(24).hex()).encode())
+        with contextlib.suppress(FileExistsError):
+            write_secret_file(path, ("avk-" + os.urandom(24).hex()).encode())
     check_secret_permissions(path)
     return path.read_text().strip()

@@ -10,7 +10,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from google.protobuf.descriptor import ServiceDescriptor
 from nats.aio.client import Client as NatsClient
@@ -55,11 +55,19 @@ class ServiceContext:
     def instance(self) -> str:
         return f"{self.name}-{self.replica}-{os.getpid()}"
 
-    def base_health(self, status: common_pb2.HealthReply.Status.ValueType, detail: str = "",
-                    **fields: object) -> common_pb2.HealthReply:
-        return common_pb2.HealthReply(status=status, service=self.name, instance=self.instance,
-                                      replica=self.replica, pid=os.getpid(), detail=detail,
-                                      uptime_s=time.monotonic() - self.started, **fields)  # type: ignore[arg-type]
+    def base_health(
+        self, status: int, detail: str = "", **fields: Any
+    ) -> common_pb2.HealthReply:
+        return common_pb2.HealthReply(
+            status=status,  # type: ignore[arg-type]
+            service=self.name,
+            instance=self.instance,
+            replica=self.replica,
+            pid=os.getpid(),
+            detail=detail,
+            uptime_s=time.monotonic() - self.started,
+            **fields,
+        )  # type: ignore[arg-type]
 
 
 RoomFactory = Callable[[ServiceContext], Awaitable[Room]]
@@ -100,8 +108,14 @@ async def serve(name: str, factory: RoomFactory) -> None:
     room = await factory(ctx)
     server = None
     if room.descriptor is not None:
-        server = NatsServer(nc, name, room.descriptor, room.servicer, version=__version__,
-                            metadata={"node": node.node_id, "replica": str(replica)})
+        server = NatsServer(
+            nc,
+            name,
+            room.descriptor,
+            room.servicer,
+            version=__version__,
+            metadata={"node": node.node_id, "replica": str(replica)},
+        )
         await server.start()
     beat = asyncio.create_task(_heartbeat(ctx, room))
     log.info("service started", extra={"nats_url": config.effective_nats_url, "version": __version__})

@@ -54,8 +54,10 @@ def check_port_free(host: str, port: int, what: str) -> None:
         try:
             s.bind((host, port))
         except OSError as exc:
-            raise PortInUse(f"port {port} on {host} ({what}) is already in use: {exc.strerror}. "
-                            f"Stop whatever uses it or pick another port") from None
+            raise PortInUse(
+                f"port {port} on {host} ({what}) is already in use: {exc.strerror}. "
+                f"Stop whatever uses it or pick another port"
+            ) from None
 
 
 def _die_with_parent() -> None:
@@ -101,8 +103,9 @@ class Supervisor:
         try:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise HomeInUse(f"a node is already running with home {self.config.home}; "
-                            f"stop it first or use another --home") from None
+            raise HomeInUse(
+                f"a node is already running with home {self.config.home}; stop it first or use another --home"
+            ) from None
         check_port_free(self.config.api_host, self.config.api_port, "HTTP API, --api-port / AVADIOS_API_PORT")
         if self.embedded_nats:
             check_port_free(self.config.nats_host, self.config.nats_port, "NATS, --nats-port / AVADIOS_NATS_PORT")
@@ -111,16 +114,32 @@ class Supervisor:
         env = {**os.environ, **self.config.to_env(), "PYTHONUNBUFFERED": "1"}
         logs = self.config.logs_dir
         if self.embedded_nats:
-            self.children.append(Child(
-                "nats",
-                [nats_server_binary(), "-a", self.config.nats_host, "-p", str(self.config.nats_port),
-                 "-n", f"avadios-{self.config.nats_port}"],
-                env, logs / "nats.log"))
+            self.children.append(
+                Child(
+                    "nats",
+                    [
+                        nats_server_binary(),
+                        "-a",
+                        self.config.nats_host,
+                        "-p",
+                        str(self.config.nats_port),
+                        "-n",
+                        f"avadios-{self.config.nats_port}",
+                    ],
+                    env,
+                    logs / "nats.log",
+                )
+            )
         for service in SERVICES:
             for replica in range(self.config.replicas(service)):
-                self.children.append(Child(
-                    f"{service}-{replica}", [sys.executable, "-m", f"services.{service}"],
-                    {**env, "AVADIOS_REPLICA": str(replica)}, logs / f"{service}-{replica}.log"))
+                self.children.append(
+                    Child(
+                        f"{service}-{replica}",
+                        [sys.executable, "-m", f"services.{service}"],
+                        {**env, "AVADIOS_REPLICA": str(replica)},
+                        logs / f"{service}-{replica}.log",
+                    )
+                )
 
     # ---- processes -----------------------------------------------------------------------------------
 
@@ -128,8 +147,14 @@ class Supervisor:
         if child.log_file is None:
             child.log_file = child.log_path.open("ab")
         child.proc = await asyncio.create_subprocess_exec(
-            *child.argv, env=child.env, stdin=asyncio.subprocess.DEVNULL, stdout=child.log_file,
-            stderr=child.log_file, start_new_session=True, preexec_fn=_die_with_parent)
+            *child.argv,
+            env=child.env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=child.log_file,
+            stderr=child.log_file,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
         child.started_at = time.monotonic()
         child.restart_at = None
         log.info("started %s", child.name, extra={"child": child.name, "child_pid": child.proc.pid})
@@ -143,8 +168,9 @@ class Supervisor:
                 writer.close()
                 return
             await asyncio.sleep(0.05)
-        raise RuntimeError(f"NATS did not start listening on port {self.config.nats_port}; see "
-                           f"{self.config.logs_dir / 'nats.log'}")
+        raise RuntimeError(
+            f"NATS did not start listening on port {self.config.nats_port}; see {self.config.logs_dir / 'nats.log'}"
+        )
 
     async def start(self) -> None:
         self.plan()
@@ -164,9 +190,14 @@ class Supervisor:
                     child.backoff = BACKOFF_START_S if ran > HEALTHY_RUN_S else min(child.backoff * 2, BACKOFF_MAX_S)
                     child.restart_at = now + (0 if ran > HEALTHY_RUN_S else child.backoff)
                     child.history.append({"exit_code": proc.returncode, "ran_s": round(ran, 2)})
-                    log.warning("%s exited with code %s after %.1f s; restarting in %.1f s", child.name,
-                                proc.returncode, ran, child.restart_at - now,
-                                extra={"child": child.name, "exit_code": proc.returncode})
+                    log.warning(
+                        "%s exited with code %s after %.1f s; restarting in %.1f s",
+                        child.name,
+                        proc.returncode,
+                        ran,
+                        child.restart_at - now,
+                        extra={"child": child.name, "exit_code": proc.returncode},
+                    )
                 if child.restart_at is not None and now >= child.restart_at:
                     child.restarts += 1
                     await self._spawn(child)
@@ -209,8 +240,9 @@ class Supervisor:
             "api_url": self.config.api_url,
             "openai_base_url": self.config.api_url + "/v1",
             "nats_url": self.config.effective_nats_url,
-            "processes": {c.name: {"pid": c.pid, "restarts": c.restarts, "log": str(c.log_path)}
-                          for c in self.children},
+            "processes": {
+                c.name: {"pid": c.pid, "restarts": c.restarts, "log": str(c.log_path)} for c in self.children
+            },
         }
         path = self.config.run_dir / NODE_FILE
         tmp = path.with_suffix(".tmp")

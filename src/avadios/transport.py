@@ -30,8 +30,14 @@ from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.service import Service
 
-from avadios.errors import AvadiosError, DeadlineExceeded, PayloadTooLarge, RpcError, Unavailable
-from avadios.errors import status_code_from_value
+from avadios.errors import (
+    AvadiosError,
+    DeadlineExceeded,
+    PayloadTooLarge,
+    RpcError,
+    Unavailable,
+    status_code_from_value,
+)
 
 STATUS = "Avadios-Status"
 MESSAGE = "Avadios-Message"
@@ -134,8 +140,15 @@ def _message_class(descriptor: Any) -> type[Message]:
 class NatsServer:
     """Serves one generated servicer over NATS as a `nats.micro` service."""
 
-    def __init__(self, nc: NatsClient, service: str, descriptor: ServiceDescriptor, servicer: object,
-                 version: str = "0.1.0", metadata: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        nc: NatsClient,
+        service: str,
+        descriptor: ServiceDescriptor,
+        servicer: object,
+        version: str = "0.1.0",
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
         self._nc = nc
         self._service_name = service
         self._descriptor = descriptor
@@ -185,8 +198,9 @@ class NatsServer:
             try:
                 request = _message_class(method.input_type).FromString(msg.data)
             except DecodeError as exc:
-                raise RpcError(grpc.StatusCode.INVALID_ARGUMENT,
-                               f"malformed {method.input_type.name} message: {exc}") from None
+                raise RpcError(
+                    grpc.StatusCode.INVALID_ARGUMENT, f"malformed {method.input_type.name} message: {exc}"
+                ) from None
             if ctx.time_remaining() == 0.0:
                 raise DeadlineExceeded("deadline already passed when the request arrived")
             if method.server_streaming:
@@ -202,8 +216,9 @@ class NatsServer:
             with contextlib.suppress(Exception):
                 await self._nc.publish(msg.reply, b"", headers=_status_headers(code, message, True))
 
-    async def _serve_stream(self, implementation: Callable[..., AsyncIterator[Message]], request: Message,
-                            ctx: ServerContext, msg: Msg) -> None:
+    async def _serve_stream(
+        self, implementation: Callable[..., AsyncIterator[Message]], request: Message, ctx: ServerContext, msg: Msg
+    ) -> None:
         cancel_subject = (msg.headers or {}).get(CANCEL)
         task = asyncio.current_task()
         assert task is not None
@@ -228,8 +243,9 @@ class NatsServer:
 
     async def _respond(self, msg: Msg, data: bytes, headers: dict[str, str] | None) -> None:
         if len(data) > self._nc.max_payload:
-            raise PayloadTooLarge(f"reply of {len(data)} bytes exceeds the NATS max payload of "
-                                  f"{self._nc.max_payload} bytes")
+            raise PayloadTooLarge(
+                f"reply of {len(data)} bytes exceeds the NATS max payload of {self._nc.max_payload} bytes"
+            )
         await self._nc.publish(msg.reply, data, headers=headers)
 
 
@@ -253,11 +269,20 @@ class NatsChannel:
 
     def _check_size(self, data: bytes, subject: str) -> None:
         if len(data) > self.nc.max_payload:
-            raise PayloadTooLarge(f"request to {subject} is {len(data)} bytes, over the NATS max payload of "
-                                  f"{self.nc.max_payload} bytes; it was not sent")
+            raise PayloadTooLarge(
+                f"request to {subject} is {len(data)} bytes, over the NATS max payload of "
+                f"{self.nc.max_payload} bytes; it was not sent"
+            )
 
-    async def unary(self, service: str, method: str, request: Message, reply_type: type[Message],
-                    timeout: float, request_id: str | None = None) -> Message:
+    async def unary(
+        self,
+        service: str,
+        method: str,
+        request: Message,
+        reply_type: type[Message],
+        timeout: float,
+        request_id: str | None = None,
+    ) -> Message:
         subject = subject_for(service, method)
         data = request.SerializeToString()
         self._check_size(data, subject)
@@ -272,8 +297,15 @@ class NatsChannel:
         _raise_for_status(msg, service)
         return reply_type.FromString(msg.data)
 
-    async def server_stream(self, service: str, method: str, request: Message, reply_type: type[Message],
-                            timeout: float, request_id: str | None = None) -> AsyncIterator[Message]:
+    async def server_stream(
+        self,
+        service: str,
+        method: str,
+        request: Message,
+        reply_type: type[Message],
+        timeout: float,
+        request_id: str | None = None,
+    ) -> AsyncIterator[Message]:
         subject = subject_for(service, method)
         data = request.SerializeToString()
         self._check_size(data, subject)
@@ -313,8 +345,9 @@ class Stub:
     """A client for one proto service, with the proto's method names: `await stub.Health(req)`,
     `async for chunk in stub.Generate(req)`."""
 
-    def __init__(self, channel: NatsChannel, service: str, descriptor: ServiceDescriptor,
-                 default_timeout: float = 30.0) -> None:
+    def __init__(
+        self, channel: NatsChannel, service: str, descriptor: ServiceDescriptor, default_timeout: float = 30.0
+    ) -> None:
         for method in descriptor.methods:
             setattr(self, method.name, self._bind(channel, service, method, default_timeout))
 
@@ -322,13 +355,17 @@ class Stub:
     def _bind(channel: NatsChannel, service: str, method: MethodDescriptor, default_timeout: float) -> Any:
         reply_type = _message_class(method.output_type)
         if method.server_streaming:
-            def stream(request: Message, timeout: float = default_timeout,
-                       request_id: str | None = None) -> AsyncIterator[Message]:
+
+            def stream(
+                request: Message, timeout: float = default_timeout, request_id: str | None = None
+            ) -> AsyncIterator[Message]:
                 return channel.server_stream(service, method.name, request, reply_type, timeout, request_id)
+
             return stream
 
         async def unary(request: Message, timeout: float = default_timeout, request_id: str | None = None) -> Message:
             return await channel.unary(service, method.name, request, reply_type, timeout, request_id)
+
         return unary
 
     def __getattr__(self, name: str) -> Any:  # methods are set in __init__; this keeps type checkers calm
