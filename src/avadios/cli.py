@@ -285,24 +285,27 @@ def cmd_ask(args: argparse.Namespace) -> int:
 # ---- parser -------------------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="avadios", description="Run and drive an AVADIOS node.")
-    parser.add_argument("--version", action="version", version=f"avadios {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+Commands = Any  # argparse's sub-parsers action (its class is private)
 
-    def command(
-        name: str, handler: Callable[[argparse.Namespace], int], help_: str, json_flag: bool = False
-    ) -> argparse.ArgumentParser:
-        p = commands.add_parser(name, help=help_, description=help_)
-        p.add_argument(
-            "--home", type=Path, default=None, help="node home directory (default $AVADIOS_HOME or ~/.avadios)"
-        )
-        if json_flag:
-            p.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
-        p.set_defaults(handler=handler)
-        return p
 
-    up = command("up", cmd_up, "start a node in the foreground (Ctrl-C stops every process it started)")
+def add_command(
+    commands: Commands,
+    name: str,
+    handler: Callable[[argparse.Namespace], int],
+    help_: str,
+    json_flag: bool = False,
+) -> argparse.ArgumentParser:
+    """Add a sub-command that takes --home (and --json where a script would want it)."""
+    p: argparse.ArgumentParser = commands.add_parser(name, help=help_, description=help_)
+    p.add_argument("--home", type=Path, default=None, help="node home directory (default $AVADIOS_HOME or ~/.avadios)")
+    if json_flag:
+        p.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
+    p.set_defaults(handler=handler)
+    return p
+
+
+def register_node_commands(commands: Commands) -> None:
+    up = add_command(commands, "up", cmd_up, "start a node in the foreground (Ctrl-C stops every process it started)")
     up.add_argument(
         "--api-host",
         default=None,
@@ -315,14 +318,26 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--replicas", action="append", metavar="SERVICE=N", help="processes of a service, e.g. inference=2 (repeatable)"
     )
-    command("status", cmd_status, "show the node's processes, replicas, health and model", json_flag=True)
-    command("id", cmd_id, "print this node's id (BLAKE3 of its Ed25519 public key)", json_flag=True)
-    command("models", cmd_models, "list the models the running node serves", json_flag=True)
-    ask = command("ask", cmd_ask, "ask the running node a question and stream its answer", json_flag=True)
+    add_command(commands, "status", cmd_status, "show the node's processes, replicas, health and model", json_flag=True)
+    add_command(commands, "id", cmd_id, "print this node's id (BLAKE3 of its Ed25519 public key)", json_flag=True)
+    add_command(commands, "models", cmd_models, "list the models the running node serves", json_flag=True)
+    ask = add_command(commands, "ask", cmd_ask, "ask the running node a question and stream its answer", json_flag=True)
     ask.add_argument("prompt", help="the question")
     ask.add_argument("--model", default=None, help="model name (default: the node's default model)")
     ask.add_argument("--max-tokens", type=int, default=None, help="limit the answer's length in tokens")
     ask.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (default 0: greedy)")
+
+
+# Each command group registers its sub-commands here; later groups (network, wallet, …) add a line.
+COMMAND_GROUPS: list[Callable[[Commands], None]] = [register_node_commands]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="avadios", description="Run and drive an AVADIOS node.")
+    parser.add_argument("--version", action="version", version=f"avadios {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for register in COMMAND_GROUPS:
+        register(commands)
     return parser
 
 
