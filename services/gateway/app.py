@@ -337,6 +337,7 @@ def build_app(gw: Gateway) -> FastAPI:
                     "size_bytes": m.size_bytes,
                     "context_length": m.context_length,
                     "architecture": m.architecture,
+                    "quantization": m.quantization,
                     "chat_format": m.chat_format,
                     "default": m.is_default,
                 },

@@ -7,8 +7,6 @@ import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from gguf import GGUFReader
-
 from avadios.errors import Busy, InvalidArgument, NotFound, Unavailable
 from avadios.models import ModelFile, default_model_path, discover_models
 from avadios.runtime import ServiceContext
@@ -16,29 +14,26 @@ from avadios.transport import ServerContext
 from avadios.v1 import common_pb2, inference_pb2, inference_pb2_grpc
 from services.inference.chat_format import GGUF_TEMPLATE, QA_FORMAT, Message
 from services.inference.engine import Engine, Sampling
+from services.inference.gguf_meta import quantization, read_metadata
 
 log = logging.getLogger("avadios.inference")
 Status = common_pb2.HealthReply.Status
 
 
 def read_model_info(model: ModelFile) -> inference_pb2.ModelInfo:
-    """Metadata straight from the GGUF header (memory-mapped; no weights are read)."""
-    reader = GGUFReader(str(model.path))
-
-    def field(key: str) -> object:
-        f = reader.fields.get(key)
-        return f.contents() if f is not None else None
-
-    arch = str(field("general.architecture") or "")
-    context = field(f"{arch}.context_length") or 0
+    """Metadata straight from the GGUF header; no weights are read."""
+    meta = read_metadata(model.path)
+    arch = str(meta.get("general.architecture") or "")
+    context = meta.get(f"{arch}.context_length")
     return inference_pb2.ModelInfo(
         name=model.name,
         path=str(model.path),
         size_bytes=model.path.stat().st_size,
-        context_length=int(context),  # type: ignore[call-overload]
+        context_length=context if isinstance(context, int) else 0,
         architecture=arch,
         is_default=model.is_default,
-        chat_format=GGUF_TEMPLATE if field("tokenizer.chat_template") else QA_FORMAT,
+        chat_format=GGUF_TEMPLATE if meta.get("tokenizer.chat_template") else QA_FORMAT,
+        quantization=quantization(meta),
     )
 
 
