@@ -58,11 +58,11 @@ class NatsProcess:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        wait_for(
-            lambda: socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close() or True,
-            10,
-            "nats-server to listen",
-        )
+        def listening() -> bool:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                return True
+
+        wait_for(listening, 10, "nats-server to listen")
 
     def stop(self) -> None:
         if self.proc is not None:

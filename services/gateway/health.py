@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from google.protobuf.json_format import MessageToDict
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
@@ -56,9 +55,7 @@ class HealthBoard:
         """("ok" | "loading" | "unavailable", per-service instance details) for GET /health."""
         services: dict[str, list[dict[str, object]]] = {}
         for reply in self.live():
-            detail = MessageToDict(reply, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
-            detail["status"] = Status.Name(reply.status).lower()
-            services.setdefault(reply.service, []).append(detail)
+            services.setdefault(reply.service, []).append(_describe(reply))
         inference = self.live("inference")
         if any(r.status == Status.SERVING for r in inference):
             state = "ok"
@@ -67,3 +64,19 @@ class HealthBoard:
         else:
             state = "unavailable"
         return state, services
+
+
+def _describe(reply: common_pb2.HealthReply) -> dict[str, object]:
+    return {
+        "service": reply.service,
+        "instance": reply.instance,
+        "replica": reply.replica,
+        "pid": reply.pid,
+        "status": Status.Name(reply.status).lower(),
+        "detail": reply.detail,
+        "requests_served": reply.requests_served,
+        "in_flight": reply.in_flight,
+        "models": list(reply.models),
+        "loaded_model": reply.loaded_model,
+        "uptime_s": round(reply.uptime_s, 1),
+    }

@@ -14,11 +14,18 @@ from pathlib import Path
 import httpx
 import pytest
 from openai import OpenAI
+from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
 
 from tests.helpers import Node, running_node, wait_for
 
 MODEL = "gemma-3-270m-q4_k_m"
-FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+def user(text: str) -> list[ChatCompletionMessageParam]:
+    return [{"role": "user", "content": text}]
+
+
+FRANCE = user("What is the capital of France?")
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +58,7 @@ def test_models_lists_the_default_model(client: OpenAI) -> None:
 
 
 def test_chat_completion_answers_from_the_local_model(client: OpenAI) -> None:
-    reply = client.chat.completions.create(model=MODEL, messages=FRANCE, temperature=0, max_tokens=24)  # type: ignore[arg-type]
+    reply = client.chat.completions.create(model=MODEL, messages=FRANCE, temperature=0, max_tokens=24)
     answer = reply.choices[0].message.content or ""
     assert "Paris" in answer
     assert reply.usage is not None and reply.usage.completion_tokens > 0 and reply.usage.prompt_tokens > 0
@@ -60,7 +67,7 @@ def test_chat_completion_answers_from_the_local_model(client: OpenAI) -> None:
 def test_streaming_chat_arrives_in_pieces_and_ends_with_a_finish_reason(client: OpenAI) -> None:
     stream = client.chat.completions.create(
         model=MODEL,
-        messages=[{"role": "user", "content": "Name a large animal."}],
+        messages=user("Name a large animal."),
         stream=True,
         max_tokens=16,
         temperature=0.7,
@@ -73,31 +80,35 @@ def test_streaming_chat_arrives_in_pieces_and_ends_with_a_finish_reason(client: 
 
 
 def test_the_same_greedy_request_twice_is_answered_again_from_tier_0(client: OpenAI) -> None:
-    question = [{"role": "user", "content": "What is the largest ocean on Earth?"}]
+    question = user("What is the largest ocean on Earth?")
     first = client.chat.completions.with_raw_response.create(
         model=MODEL, messages=question, temperature=0, max_tokens=20
-    )  # type: ignore[arg-type]
+    )
     second = client.chat.completions.with_raw_response.create(
         model=MODEL, messages=question, temperature=0, max_tokens=20
-    )  # type: ignore[arg-type]
+    )
     assert first.headers["x-avadios-tier"] == "1"
     assert second.headers["x-avadios-tier"] == "0"
     assert first.parse().choices[0].message.content == second.parse().choices[0].message.content
     # Sampling at a temperature without a seed is not reproducible: never served from the cache.
     hot = client.chat.completions.with_raw_response.create(
         model=MODEL, messages=question, temperature=0.9, max_tokens=8
-    )  # type: ignore[arg-type]
+    )
     assert hot.headers["x-avadios-tier"] == "1"
 
 
 def test_streaming_from_tier_0_gives_the_same_text(client: OpenAI) -> None:
-    question = [{"role": "user", "content": "What color is the sky?"}]
-    plain = client.chat.completions.create(model=MODEL, messages=question, temperature=0, max_tokens=16)  # type: ignore[arg-type]
+    question = user("What color is the sky?")
+    plain = client.chat.completions.create(model=MODEL, messages=question, temperature=0, max_tokens=16)
     with client.chat.completions.with_streaming_response.create(
         model=MODEL, messages=question, temperature=0, max_tokens=16, stream=True
-    ) as response:  # type: ignore[arg-type]
+    ) as response:
         assert response.headers["x-avadios-tier"] == "0"
-        text = "".join(c.choices[0].delta.content or "" for c in response.parse() if c.choices)
+        text = "".join(
+            c.choices[0].delta.content or ""
+            for c in response.parse()
+            if isinstance(c, ChatCompletionChunk) and c.choices
+        )
     assert text == plain.choices[0].message.content
 
 
@@ -120,14 +131,14 @@ def test_bad_requests_get_openai_errors_and_the_node_keeps_serving(node: Node, c
     huge = {"model": MODEL, "messages": [{"role": "user", "content": "x" * (2 << 20)}]}
     assert_openai_error(httpx.post(url, json=huge), 413)
     assert_openai_error(httpx.get(node.api_url + "/v1/nothing-here"), 404)
-    reply = client.chat.completions.create(model=MODEL, messages=FRANCE, temperature=0, max_tokens=24)  # type: ignore[arg-type]
+    reply = client.chat.completions.create(model=MODEL, messages=FRANCE, temperature=0, max_tokens=24)
     assert "Paris" in (reply.choices[0].message.content or "")
 
 
 def test_a_full_queue_answers_429_instead_of_piling_up(node: Node) -> None:
     body = {
         "model": MODEL,
-        "messages": [{"role": "user", "content": "Tell me a long story."}],
+        "messages": user("Tell me a long story."),
         "max_tokens": 48,
         "temperature": 0.8,
     }
@@ -196,7 +207,7 @@ def test_a_killed_inference_process_is_restarted_and_serves_again(node: Node, cl
         "a new inference pid",
     )
     wait_for(lambda: serving_pids(node) == {new}, 60, "the restarted replica to serve")
-    answer = client.chat.completions.create(model=MODEL, messages=FRANCE, temperature=0.1, max_tokens=24)  # type: ignore[arg-type]
+    answer = client.chat.completions.create(model=MODEL, messages=FRANCE, temperature=0.1, max_tokens=24)
     assert answer.choices[0].message.content
     assert node.node_file()["processes"]["inference-0"]["restarts"] >= 1
 
@@ -207,9 +218,7 @@ def test_services_reconnect_after_the_nats_server_restarts(node: Node, client: O
     wait_for(lambda: node.node_file()["processes"]["nats"]["pid"] not in (None, old), 30, "a new nats-server")
     time.sleep(1.0)  # heartbeats from before the restart must age out of the picture
     node.wait_healthy(60)
-    answer = client.chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": "Say hello."}], temperature=0.3, max_tokens=8
-    )  # type: ignore[arg-type]
+    answer = client.chat.completions.create(model=MODEL, messages=user("Say hello."), temperature=0.3, max_tokens=8)
     assert answer.choices[0].message.content is not None
     assert client.models.list().data
 

@@ -1,0 +1,105 @@
+"""`avadios up` as a process tree: clean Ctrl-C, refusals before start, replicas, the API key off loopback."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+from pathlib import Path
+
+import httpx
+import psutil
+
+from tests.helpers import AVADIOS, Node, free_port, running_node, wait_for
+
+
+def test_ctrl_c_stops_every_process_it_started(tmp_path: Path) -> None:
+    node = Node(tmp_path / "home").start()
+    children = node.descendants()
+    names = {p.name() for p in children}
+    assert "nats-server" in names and len(children) >= 4, names
+    assert node.stop() == 0
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive, [p.pid for p in alive]
+    assert not (node.home / "run" / "node.json").exists()
+
+
+def test_killing_the_supervisor_outright_takes_its_children_down(tmp_path: Path) -> None:
+    node = Node(tmp_path / "home").start()
+    children = node.descendants()
+    assert node.proc is not None
+    node.proc.send_signal(signal.SIGKILL)  # no chance to clean up: the kernel's parent-death signal must do it
+    node.proc.wait()
+    _, alive = psutil.wait_procs(children, timeout=15)
+    assert not alive, [p.pid for p in alive]
+
+
+def test_a_taken_port_is_named_and_up_exits_non_zero(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [AVADIOS, "up", "--home", str(tmp_path / "home"), "--api-port", str(port), "--nats-port", str(free_port())],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 2
+    assert f"port {port}" in result.stderr and "--api-port" in result.stderr
+
+
+def test_a_node_key_readable_by_others_is_refused(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    assert subprocess.run([AVADIOS, "id", "--home", str(home)], capture_output=True).returncode == 0
+    key = home / "node.key"
+    assert key.stat().st_mode & 0o777 == 0o600
+    key.chmod(0o644)
+    result = subprocess.run(
+        [AVADIOS, "up", "--home", str(home), "--api-port", str(free_port()), "--nats-port", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "chmod 600" in result.stderr
+
+
+def test_a_second_node_on_the_same_home_is_refused(tmp_path: Path) -> None:
+    with running_node(tmp_path / "home") as node:
+        result = subprocess.run(
+            [*node.command("up"), "--api-port", str(free_port()), "--nats-port", str(free_port())],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 2 and "already running" in result.stderr
+
+
+def test_two_inference_replicas_both_take_work_and_off_loopback_the_api_needs_the_key(tmp_path: Path) -> None:
+    with running_node(tmp_path / "home", "--replicas", "inference=2", "--api-host", "0.0.0.0") as node:
+        key_file = node.home / "api.key"
+        assert key_file.stat().st_mode & 0o777 == 0o600
+        auth = {"Authorization": f"Bearer {key_file.read_text().strip()}"}
+        body = {"model": "default", "prompt": "Once upon a time", "max_tokens": 2, "temperature": 0.9}
+        url = node.api_url + "/v1/completions"
+        denied = httpx.post(url, json=body)
+        assert denied.status_code == 401 and denied.json()["error"]["code"] == "invalid_api_key"
+        assert httpx.post(url, json=body, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert httpx.get(node.api_url + "/health").status_code == 200  # probes need no key
+
+        def both_serving() -> bool:
+            health = httpx.get(node.api_url + "/health").json()
+            return len([s for s in health["services"]["inference"] if s["status"] == "serving"]) == 2
+
+        wait_for(both_serving, 60, "both inference replicas to serve")
+        for _ in range(16):
+            assert httpx.post(url, json=body, headers=auth, timeout=60).status_code == 200
+        served = {
+            s["replica"]: s["requests_served"]
+            for s in httpx.get(node.api_url + "/health").json()["services"]["inference"]
+        }
+        assert set(served) == {0, 1} and all(n > 0 for n in served.values()), served
+        status = json.loads(node.cli("status", "--json").stdout)
+        assert {"inference-0", "inference-1"} <= set(status["processes"])

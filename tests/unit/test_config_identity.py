@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from avadios import identity
+from avadios.config import load_config, parse_replicas
+
+
+def test_settings_come_from_file_then_env_then_flags(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text("api_port = 9000\nnats_port = 5000\ninference_queue = 3\n")
+    env = {"AVADIOS_HOME": str(tmp_path), "AVADIOS_NATS_PORT": "6000"}
+    config = load_config({"api_port": 9100}, env=env)
+    assert (config.api_port, config.nats_port, config.inference_queue) == (9100, 6000, 3)
+    assert config.effective_nats_url == "nats://127.0.0.1:6000"
+    assert config.home == tmp_path.resolve()
+
+
+def test_bad_settings_are_refused_with_the_reason(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text("colour = 'blue'\n")
+    with pytest.raises(ValueError, match="unknown setting 'colour'"):
+        load_config(env={"AVADIOS_HOME": str(tmp_path)})
+    with pytest.raises(ValueError, match="not a int"):
+        load_config(env={"AVADIOS_HOME": str(tmp_path / "x"), "AVADIOS_API_PORT": "eighty"})
+    with pytest.raises(ValueError, match="not a TCP port"):
+        load_config({"api_port": 70000}, env={"AVADIOS_HOME": str(tmp_path / "x")})
+
+
+def test_replica_counts_parse_and_only_inference_scales() -> None:
+    assert parse_replicas("inference=2") == {"inference": 2}
+    with pytest.raises(ValueError, match="only inference scales"):
+        parse_replicas("cache=2")
+    with pytest.raises(ValueError, match="between 1 and 64"):
+        parse_replicas("inference=0")
+    with pytest.raises(ValueError, match="SERVICE=N"):
+        parse_replicas("inference")
+
+
+def test_the_node_key_is_created_0600_and_the_id_is_the_blake3_of_the_public_key(tmp_path: Path) -> None:
+    node = identity.load_or_create(tmp_path)
+    assert (tmp_path / "node.key").stat().st_mode & 0o777 == 0o600
+    import blake3
+
+    assert node.node_id == blake3.blake3(node.public_key).hexdigest()
+    assert identity.load_or_create(tmp_path).node_id == node.node_id  # stable across restarts
+    signature = node.sign(b"hello")
+    assert identity.verify(node.public_key, b"hello", signature)
+    assert not identity.verify(node.public_key, b"hellO", signature)
+
+
+def test_a_key_readable_by_others_is_refused(tmp_path: Path) -> None:
+    identity.load_or_create(tmp_path)
+    (tmp_path / "node.key").chmod(0o640)
+    with pytest.raises(identity.KeyPermissionError, match="chmod 600"):
+        identity.load_or_create(tmp_path)
+
+
+def test_the_api_key_is_made_once_with_0600(tmp_path: Path) -> None:
+    key = identity.load_or_create_api_key(tmp_path)
+    assert key.startswith("avk-") and len(key) > 40
+    assert identity.load_or_create_api_key(tmp_path) == key
+    assert (tmp_path / "api.key").stat().st_mode & 0o777 == 0o600
