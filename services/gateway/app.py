@@ -102,10 +102,10 @@ class Gateway:
             )
         return name
 
-    async def answer(self, request: inference_pb2.GenerateRequest, key: bytes | None) -> Answer:
+    async def answer(self, request: inference_pb2.GenerateRequest, key: bytes | None, lookup: bool = True) -> Answer:
         """Tier 0 when the cache has this exact reproducible request, else tier 1 (the local model).
         The first chunk is fetched here, so errors surface before any HTTP byte is sent."""
-        if key is not None:
+        if key is not None and lookup:
             cached = await self._cache_lookup(key)
             if cached is not None:
                 return Answer("0", _replay(cached))
@@ -253,8 +253,11 @@ def build_app(gw: Gateway) -> FastAPI:
         prefix = "chatcmpl-" if schema is ChatCompletionRequest else "cmpl-"
         request_id = prefix + uuid.uuid4().hex
         gen_request = body.generate_request(request_id, model)
-        key = cache_key(gen_request, model, gw.config.default_max_tokens) if body.reproducible else None
-        answer = await gw.answer(gen_request, key)
+        # HTTP's own cache directives: no-cache = compute afresh (and refresh tier 0), no-store = leave tier 0 alone.
+        directives = {d.strip().lower() for d in request.headers.get("cache-control", "").split(",")}
+        storable = body.reproducible and "no-store" not in directives
+        key = cache_key(gen_request, model, gw.config.default_max_tokens) if storable else None
+        answer = await gw.answer(gen_request, key, lookup="no-cache" not in directives)
         headers = {TIER_HEADER: answer.tier, "X-Request-Id": request_id}
         is_chat = schema is ChatCompletionRequest
 

@@ -95,6 +95,12 @@ def test_the_same_greedy_request_twice_is_answered_again_from_tier_0(client: Ope
         model=MODEL, messages=question, temperature=0.9, max_tokens=8
     )
     assert hot.headers["x-avadios-tier"] == "1"
+    # HTTP's Cache-Control: no-cache asks for a fresh answer from the model.
+    fresh = client.chat.completions.with_raw_response.create(
+        model=MODEL, messages=question, temperature=0, max_tokens=20, extra_headers={"Cache-Control": "no-cache"}
+    )
+    assert fresh.headers["x-avadios-tier"] == "1"
+    assert fresh.parse().choices[0].message.content == first.parse().choices[0].message.content
 
 
 def test_streaming_from_tier_0_gives_the_same_text(client: OpenAI) -> None:
