@@ -8,8 +8,8 @@ import struct
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import cast
 from pathlib import Path
+from typing import TypeAlias, cast
 
 from rocksdict import Options, Rdict, WriteBatch, WriteOptions
 
@@ -53,14 +53,18 @@ from avadios.v1 import ledger_pb2
 
 log = logging.getLogger("avadios.ledger")
 
-AccountRecord = ledger_pb2.LedgerAccountRecord
-PendingRecord = ledger_pb2.LedgerPendingRecord
-HoldRecord = ledger_pb2.LedgerHoldRecord
+AccountRecord: TypeAlias = ledger_pb2.LedgerAccountRecord
+PendingRecord: TypeAlias = ledger_pb2.LedgerPendingRecord
+HoldRecord: TypeAlias = ledger_pb2.LedgerHoldRecord
 COLUMN_FAMILIES = ("blocks", "chains", "accounts", "pending", "holds", "votes", "meta")
 MAX_CLOCK_SKEW_MS = 60_000  # a block may be stamped this far in our future (clocks differ); no more
 _HEIGHT = struct.Struct(">Q")
 GENESIS_KEY = b"genesis"
 CONFIRMED_KEY = b"confirmed"
+
+
+class LedgerLocked(Exception):
+    """Another process (or another Ledger object) has the database open: the ledger has one writer."""
 
 
 @dataclass(slots=True)
@@ -93,7 +97,14 @@ class Ledger:
         options = Options(raw_mode=True)
         options.create_if_missing(True)
         options.create_missing_column_families(True)
-        self._db = Rdict(str(path), options, column_families={n: Options(raw_mode=True) for n in COLUMN_FAMILIES})
+        try:
+            self._db = Rdict(str(path), options, column_families={n: Options(raw_mode=True) for n in COLUMN_FAMILIES})
+        except Exception as exc:  # rocksdict raises a bare Exception
+            if "lock" in str(exc).lower():
+                raise LedgerLocked(
+                    f"the ledger database {path} is open in another process (one writer per ledger): {exc}"
+                ) from None
+            raise
         self._cf = {name: self._db.get_column_family(name) for name in COLUMN_FAMILIES}
         self._handles = {name: self._db.get_column_family_handle(name) for name in COLUMN_FAMILIES}
         # Without sync a batch is in the OS's page cache when write() returns: a killed process loses
@@ -119,7 +130,8 @@ class Ledger:
                     f"this ledger database belongs to network {stored.hex()[:16]}, not to the genesis given "
                     f"({self.network.hex()[:16]}); use another directory for another network"
                 )
-            self._confirmed = _HEIGHT.unpack(meta.get(CONFIRMED_KEY, _HEIGHT.pack(0)))[0]
+            count = meta.get(CONFIRMED_KEY)
+            self._confirmed = _HEIGHT.unpack(count)[0] if isinstance(count, bytes) else 0
             return
         batch = WriteBatch(raw_mode=True)
         for allocation in self.genesis.balances:

@@ -11,7 +11,7 @@ from avadios.ledger.errors import MalformedAddress
 
 PREFIX = "autom_"
 KEY_BYTES = 32
-CHECKSUM_BYTES = 5  # with the 32-byte key, 37 bytes: exactly 60 base32 characters without padding
+CHECKSUM_BYTES = 8  # with the 32-byte key, 40 bytes: exactly 64 base32 characters, no padding
 
 
 def _checksum(public_key: bytes) -> bytes:
@@ -30,8 +30,8 @@ def decode_address(address: str) -> bytes:
     if not text.startswith(PREFIX):
         raise MalformedAddress(f"address {address!r} does not start with {PREFIX!r}")
     body = text[len(PREFIX) :]
-    if len(body) != 60:
-        raise MalformedAddress(f"address {address!r} has {len(body)} characters after {PREFIX!r}, expected 60")
+    if len(body) != 64:
+        raise MalformedAddress(f"address {address!r} has {len(body)} characters after {PREFIX!r}, expected 64")
     try:
         raw = base64.b32decode(body.upper())
     except (binascii.Error, ValueError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable
+from typing import TypeAlias
 
 import blake3
 import nacl.bindings
@@ -14,8 +15,8 @@ from avadios.ledger.amount import MAX_AMOUNT
 from avadios.ledger.errors import BadSignature, BadVote, MalformedBlock
 from avadios.v1 import ledger_pb2
 
-Block = ledger_pb2.LedgerBlock
-Vote = ledger_pb2.LedgerVote
+Block: TypeAlias = ledger_pb2.LedgerBlock
+Vote: TypeAlias = ledger_pb2.LedgerVote
 Kind = ledger_pb2.LedgerBlockKind
 
 SEND = ledger_pb2.BLOCK_KIND_SEND
