@@ -74,6 +74,9 @@ class Election:
     previous: bytes
     started_ms: int
     candidates: dict[bytes, Block] = field(default_factory=dict)
+    # each candidate's checked effects and the confirmed count they were computed at: reused when nothing
+    # was confirmed since, recomputed otherwise (another account's block may have changed a payee's record)
+    checked: dict[bytes, tuple[int, Checked]] = field(default_factory=dict)
     normal: dict[bytes, Vote] = field(default_factory=dict)  # representative -> latest normal vote
     final: dict[bytes, Vote] = field(default_factory=dict)  # representative -> its one final vote
     own_vote: bytes | None = None
@@ -213,16 +216,19 @@ class Replica:
     # ---- elections -------------------------------------------------------------------------------------
 
     def _admit(self, block: Block, digest: bytes) -> None:
-        self.ledger.check(block, self.clock(), digest)  # raises the reason
+        checked = self.ledger.check(block, self.clock(), digest)  # raises the reason
         slot = (block.account, block.previous)
         election = self.elections.get(slot)
         if election is None:
             election = self.elections[slot] = Election(block.account, block.previous, self.clock())
         election.candidates[digest] = block
+        election.checked[digest] = (self.ledger.confirmed_count, checked)
         self._by_hash[digest] = election
         self.gossip.broadcast(Gossiped(block=block))
         if self.key is not None and election.own_vote is None:
-            self._vote(election, digest, final=False)
+            # A representative whose own weight is a quorum (a node alone) goes straight to its final vote.
+            own = self.genesis.weight_of(self.self_rep)
+            self._vote(election, digest, final=self.has_quorum(own))
         for vote in self._stray_votes.pop(digest, []):
             self._record_vote(election, vote)
         self._evaluate(election)
@@ -232,6 +238,7 @@ class Replica:
         vote = make_vote(self.key, digest, final, self.clock(), self.network)
         if final:
             election.own_final = digest
+            election.own_vote = election.own_vote or digest
         else:
             election.own_vote = digest
         election.voted_ms = self.clock()
@@ -278,7 +285,9 @@ class Replica:
     def _confirm(self, election: Election, digest: bytes) -> None:
         block = election.candidates[digest]
         votes = [v for v in election.final.values() if v.block_hash == digest]
-        checked: Checked = self.ledger.check(block, None, digest)  # effects against today's state
+        count, checked = election.checked[digest]
+        if count != self.ledger.confirmed_count:
+            checked = self.ledger.check(block, None, digest)  # effects against today's state
         self.ledger.apply(checked, votes)
         del self.elections[(election.account, election.previous)]
         for loser in election.candidates:

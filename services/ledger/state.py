@@ -153,7 +153,7 @@ class Ledger:
         return AccountRecord.FromString(raw) if raw is not None else AccountRecord(head=ZERO_HASH)
 
     def accounts(self) -> Iterator[tuple[bytes, AccountRecord]]:
-        for key, raw in self._items("accounts"):
+        for key, raw in self.scan("accounts"):
             yield key, AccountRecord.FromString(raw)
 
     def block(self, digest: bytes) -> Block | None:
@@ -179,7 +179,7 @@ class Ledger:
 
     def holds_of(self, account: bytes) -> list[tuple[bytes, HoldRecord]]:
         found = []
-        for key, raw in self._items("holds"):
+        for key, raw in self.scan("holds"):
             record = HoldRecord.FromString(raw)
             if record.holder == account:
                 found.append((key, record))
@@ -212,19 +212,19 @@ class Ledger:
     def _genesis_balance(self, account: bytes) -> int:
         return next((a.amount for a in self.genesis.balances if a.account == account), 0)
 
-    def _items(self, cf: str, start: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+    def scan(self, cf: str, start: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
         # raw_mode: keys and values are bytes (rocksdict's stubs allow any key type)
         return cast(Iterator[tuple[bytes, bytes]], iter(self._cf[cf].items(from_key=start)))
 
     def _prefix(self, cf: str, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        for key, raw in self._items(cf, prefix):
+        for key, raw in self.scan(cf, prefix):
             if not key.startswith(prefix):
                 break
             yield key, raw
 
     def frontiers(self, start: bytes = b"", limit: int = 1000) -> list[tuple[bytes, AccountRecord]]:
         out = []
-        for key, raw in self._items("accounts", start):
+        for key, raw in self.scan("accounts", start):
             record = AccountRecord.FromString(raw)
             if record.height:
                 out.append((key, record))

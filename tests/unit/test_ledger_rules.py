@@ -266,7 +266,7 @@ def test_bad_settles_are_refused_and_change_nothing(solo: Solo, payouts: str, er
 
 
 def test_only_the_holder_can_settle(solo: Solo) -> None:
-    a, b = solo.wallets
+    b = solo.wallets[1]
     digest, (p1, _) = hold(solo)
     with pytest.raises(errors.NotHolder):
         solo.replica.submit(b.settle(solo.tip(b), digest, 100, [(p1.account, 10)], solo.network, solo.clock()))
@@ -342,4 +342,4 @@ def test_wallet_seed_comes_from_the_mnemonic_and_is_stored_0600(tmp_path: Path) 
     with pytest.raises(errors.LedgerError, match="already holds a wallet"):
         create_wallet(tmp_path, new_mnemonic())
     with pytest.raises(errors.LedgerError, match="BIP39"):
-        seed_from_mnemonic(" ".join(words.split()[:-1] + ["zoo"]))
+        seed_from_mnemonic(" ".join([*words.split()[:-1], "notaword"]))
