@@ -104,7 +104,9 @@ class Replica:
         self.network = ledger.network
         self.gossip: Gossip = gossip or NoGossip()
         self.clock = clock
-        weight = 0 if representative is None else self.genesis.weight_of(bytes(representative.verify_key))
+        self._weights = {r.account: r.weight for r in self.genesis.representatives}
+        self._total_weight = self.genesis.total_weight
+        weight = 0 if representative is None else self._weights.get(bytes(representative.verify_key), 0)
         self.key = representative if weight else None  # a key the genesis does not list has nothing to vote with
         self.self_rep = bytes(self.key.verify_key) if self.key else b""
         self.elections: dict[tuple[bytes, bytes], Election] = {}
@@ -125,10 +127,10 @@ class Replica:
         return online
 
     def online_weight(self) -> int:
-        return sum(self.genesis.weight_of(rep) for rep in self.online_representatives())
+        return sum(self._weights_of(rep) for rep in self.online_representatives())
 
     def _basis_x100(self) -> int:
-        return max(self.online_weight() * 100, self.genesis.total_weight * self.genesis.online_floor_percent)
+        return max(self.online_weight() * 100, self._total_weight * self.genesis.online_floor_percent)
 
     def has_quorum(self, weight: int) -> bool:
         """weight > 2/3 of max(online weight, floor% of total), in exact integers."""
@@ -139,7 +141,10 @@ class Replica:
         return (2 * self._basis_x100()) // 300 + 1
 
     def _weight(self, reps: Iterable[bytes]) -> int:
-        return sum(self.genesis.weight_of(r) for r in reps)
+        return sum(self._weights.get(r, 0) for r in reps)
+
+    def _weights_of(self, rep: bytes) -> int:
+        return self._weights.get(rep, 0)
 
     # ---- entry points ----------------------------------------------------------------------------------
 
@@ -184,7 +189,7 @@ class Replica:
                 raise
 
     def on_vote(self, vote: Vote) -> None:
-        if not self.genesis.weight_of(vote.representative):
+        if not self._weights_of(vote.representative):
             raise BadVote(f"{short(vote.representative)} is not a representative of this network")
         verify_vote(vote, self.network)
         self._last_seen[vote.representative] = max(self._last_seen.get(vote.representative, 0), self.clock())
@@ -219,6 +224,17 @@ class Replica:
         checked = self.ledger.check(block, self.clock(), digest)  # raises the reason
         slot = (block.account, block.previous)
         election = self.elections.get(slot)
+        if election is None and self.key is not None and self.has_quorum(self._weights_of(self.self_rep)):
+            # Our own weight is a quorum (a node alone): no contest is possible, confirm with our final vote.
+            vote = make_vote(self.key, digest, True, self.clock(), self.network)
+            self.ledger.apply(checked, [vote])
+            self.gossip.broadcast(Gossiped(block=block))
+            self.gossip.broadcast(Gossiped(vote=vote))
+            for listener in self._listeners:
+                listener(digest, True)
+            for waiting in self._orphans.pop(digest, []):
+                self.on_gossip(Gossiped(block=waiting))
+            return
         if election is None:
             election = self.elections[slot] = Election(block.account, block.previous, self.clock())
         election.candidates[digest] = block
@@ -227,7 +243,7 @@ class Replica:
         self.gossip.broadcast(Gossiped(block=block))
         if self.key is not None and election.own_vote is None:
             # A representative whose own weight is a quorum (a node alone) goes straight to its final vote.
-            own = self.genesis.weight_of(self.self_rep)
+            own = self._weights_of(self.self_rep)
             self._vote(election, digest, final=self.has_quorum(own))
         for vote in self._stray_votes.pop(digest, []):
             self._record_vote(election, vote)
@@ -330,14 +346,14 @@ class Replica:
         for vote in votes:
             if vote.block_hash != digest or not vote.final or vote.representative in reps:
                 continue
-            if not self.genesis.weight_of(vote.representative):
+            if not self._weights_of(vote.representative):
                 continue
             try:
                 verify_vote(vote, self.network)
             except BadVote:
                 continue
             reps.add(vote.representative)
-        floor_x100 = self.genesis.total_weight * self.genesis.online_floor_percent
+        floor_x100 = self._total_weight * self.genesis.online_floor_percent
         return 3 * self._weight(reps) * 100 > 2 * floor_x100
 
     def catch_up(self, peer: ChainSource, batch: int = 256) -> CatchUpReport:

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from avadios.ledger import errors
 from avadios.ledger.address import decode_address, encode_address
 from avadios.ledger.amount import MAX_AMOUNT, format_autom, parse_autom
-from avadios.ledger.block import ZERO_HASH, block_hash, canonical_bytes, verify_block
+from avadios.ledger.block import HOLD, ZERO_HASH, block_hash, canonical_bytes, verify_block
 from avadios.ledger.genesis import Genesis, devnet_genesis, load_genesis, save_genesis
 from avadios.ledger.wallet import ChainTip, Wallet, create_wallet, load_wallet, new_mnemonic, seed_from_mnemonic
 from avadios.v1 import ledger_pb2
@@ -102,9 +102,9 @@ def test_any_tampered_field_or_signature_is_rejected(data: st.DataObject) -> Non
 
 def test_canonical_bytes_encode_each_field_unambiguously() -> None:
     a = Wallet.generate()
-    one = ledger_pb2.LedgerBlock(kind=3, account=a.account, previous=ZERO_HASH, height=1, timestamp_ms=1)
+    one = ledger_pb2.LedgerBlock(kind=HOLD, account=a.account, previous=ZERO_HASH, height=1, timestamp_ms=1)
     one.payees.extend([b"ab", b"c"])
-    two = ledger_pb2.LedgerBlock(kind=3, account=a.account, previous=ZERO_HASH, height=1, timestamp_ms=1)
+    two = ledger_pb2.LedgerBlock(kind=HOLD, account=a.account, previous=ZERO_HASH, height=1, timestamp_ms=1)
     two.payees.extend([b"a", b"bc"])
     assert canonical_bytes(one, ZERO_HASH) != canonical_bytes(two, ZERO_HASH)
 
