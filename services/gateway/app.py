@@ -35,6 +35,7 @@ from services.gateway.openai_schema import (
     text_completion,
     usage_dict,
 )
+from services.gateway.wallet_api import add_wallet_routes
 
 log = logging.getLogger("avadios.gateway")
 T = TypeVar("T", bound=BaseModel)
@@ -73,6 +74,7 @@ class Gateway:
         self.config = config
         self.node_id = node_id
         self.api_key = api_key
+        self.channel = channel
         self.inference = Stub(
             channel, "inference", inference_pb2.DESCRIPTOR.services_by_name["Inference"], default_timeout=10.0
         )
@@ -364,4 +366,5 @@ def build_app(gw: Gateway) -> FastAPI:
     # Probes (compose, Kubernetes) must reach these without the key; they reveal no user data.
     app.add_api_route("/health", health, methods=["GET"])
     app.add_api_route("/metrics", metrics_route, methods=["GET"])
+    add_wallet_routes(app, gw)
     return app

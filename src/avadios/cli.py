@@ -17,7 +17,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from avadios import __version__, identity
+from avadios import __version__, cli_wallet, identity
 from avadios.config import NodeConfig, load_config, parse_replicas, with_replicas
 from avadios.logs import JsonFormatter
 from avadios.supervisor import HomeInUse, PortInUse, Supervisor, read_node_file
@@ -329,7 +329,7 @@ def register_node_commands(commands: Commands) -> None:
 
 
 # Each command group registers its sub-commands here; later groups (network, wallet, …) add a line.
-COMMAND_GROUPS: list[Callable[[Commands], None]] = [register_node_commands]
+COMMAND_GROUPS: list[Callable[[Commands], None]] = [register_node_commands, cli_wallet.register]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,7 +11,7 @@ from typing import Any
 
 ENV_PREFIX = "AVADIOS_"
 CONFIG_FILE = "config.toml"
-SERVICES = ("cache", "inference", "gateway")  # start order; the gateway comes last so it finds the others
+SERVICES = ("cache", "ledger", "inference", "gateway")  # start order; the gateway comes last so it finds the others
 
 
 def default_home() -> Path:
@@ -25,7 +25,7 @@ def parse_replicas(text: str) -> dict[str, int]:
         name, sep, count = part.partition("=")
         if not sep or name not in SERVICES:
             raise ValueError(f"bad replica setting {part!r}: expected SERVICE=N with SERVICE in {', '.join(SERVICES)}")
-        if name in ("cache", "gateway"):
+        if name in ("cache", "ledger", "gateway"):
             raise ValueError(f"{name} runs as a single process (it owns a port or a RocksDB); only inference scales")
         try:
             n = int(count)

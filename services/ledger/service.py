@@ -1,0 +1,242 @@
+"""The Ledger servicer: this node's full replica, answering wallets and (later) peers over NATS."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+
+from avadios import identity
+from avadios.errors import InvalidArgument, NotFound
+from avadios.ledger.address import encode_address
+from avadios.ledger.block import HASH_BYTES, KEY_BYTES
+from avadios.ledger.errors import StalePredecessor
+from avadios.ledger.genesis import GENESIS_FILE, Genesis, load_genesis, save_genesis, solo_genesis
+from avadios.ledger.wallet import wallet_path
+from avadios.runtime import ServiceContext
+from avadios.transport import ServerContext
+from avadios.v1 import common_pb2, ledger_pb2, ledger_pb2_grpc
+from services.ledger.replica import LedgerChainSource, Replica
+from services.ledger.state import Ledger
+
+log = logging.getLogger("avadios.ledger")
+TICK_S = 1.0
+MAX_PAGE = 1000
+CONFIRMED = ledger_pb2.BLOCK_STATUS_CONFIRMED
+UNCONFIRMED = ledger_pb2.BLOCK_STATUS_UNCONFIRMED
+
+
+def genesis_for(home: Path, node_key: bytes) -> Genesis:
+    """The home's genesis.json (a devnet writes one into every node's home); a node started alone makes its
+    own: it is the sole representative and its wallet (or, without one yet, its node key) holds 1,000 AUTOM."""
+    path = home / GENESIS_FILE
+    if path.exists():
+        return load_genesis(path)
+    wallet = None
+    if wallet_path(home).exists():
+        from avadios.ledger.wallet import load_wallet
+
+        wallet = load_wallet(home).account
+    genesis = solo_genesis(node_key, wallet)
+    save_genesis(genesis, path)
+    log.info(
+        "no genesis.json: made a solo genesis",
+        extra={"funded": encode_address(wallet or node_key), "network": genesis.hash.hex()},
+    )
+    return genesis
+
+
+def _key(data: bytes, what: str = "account") -> bytes:
+    if len(data) != KEY_BYTES:
+        raise InvalidArgument(f"{what} must be a {KEY_BYTES}-byte public key, got {len(data)} bytes")
+    return data
+
+
+class LedgerRoom(ledger_pb2_grpc.LedgerServicer):
+    descriptor = ledger_pb2.DESCRIPTOR.services_by_name["Ledger"]
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+        home = ctx.config.home
+        node = identity.load_or_create(home)
+        self.genesis = genesis_for(home, node.public_key)
+        self.ledger = Ledger(home / "ledger", self.genesis)
+        self.replica = Replica(self.ledger, node.signing_key)
+        self.source = LedgerChainSource(self.ledger)
+        self._waiters: dict[bytes, list[asyncio.Future[bool]]] = {}
+        self.replica.add_listener(self._on_decided)
+        self._tick: asyncio.Task[None] | None = None
+        self._submitted = 0
+        log.info(
+            "ledger opened",
+            extra={
+                "network": self.ledger.network.hex(),
+                "genesis": self.genesis.name,
+                "confirmed": self.ledger.confirmed_count,
+                "representative": bool(self.replica.self_rep),
+            },
+        )
+
+    @classmethod
+    async def create(cls, ctx: ServiceContext) -> LedgerRoom:
+        return cls(ctx)
+
+    @property
+    def servicer(self) -> object:
+        return self
+
+    async def start(self) -> None:
+        self._tick = asyncio.create_task(self._ticker())
+
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_S)
+            try:
+                self.replica.tick()
+            except Exception:
+                log.exception("ledger tick failed")
+
+    async def stop(self) -> None:
+        if self._tick is not None:
+            self._tick.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._tick
+        self.ledger.close()
+
+    def health(self) -> common_pb2.HealthReply:
+        return self.ctx.base_health(
+            common_pb2.HealthReply.SERVING,
+            f"{self.ledger.confirmed_count} blocks confirmed, {len(self.replica.unconfirmed())} unconfirmed, "
+            f"network {self.genesis.name}",
+            requests_served=self._submitted,
+        )
+
+    def _on_decided(self, digest: bytes, confirmed: bool) -> None:
+        for future in self._waiters.pop(digest, []):
+            if not future.done():
+                future.set_result(confirmed)
+
+    # ---- wallets ---------------------------------------------------------------------------------------
+
+    async def SubmitBlock(
+        self, request: ledger_pb2.SubmitBlockRequest, context: ServerContext
+    ) -> ledger_pb2.SubmitBlockReply:
+        digest, confirmed = self.replica.submit(request.block)
+        self._submitted += 1
+        if not confirmed and request.wait_confirmed and self.replica.is_unconfirmed(digest):
+            future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            self._waiters.setdefault(digest, []).append(future)
+            remaining = context.time_remaining()
+            with contextlib.suppress(TimeoutError):
+                # leave a little of the caller's deadline for the reply itself
+                confirmed = await asyncio.wait_for(future, None if remaining is None else max(0.0, remaining - 0.2))
+                if not confirmed:
+                    raise StalePredecessor("a conflicting block of the same account won the vote; this one was dropped")
+        return ledger_pb2.SubmitBlockReply(hash=digest, status=CONFIRMED if confirmed else UNCONFIRMED)
+
+    async def GetAccount(
+        self, request: ledger_pb2.LedgerAccountRequest, context: ServerContext
+    ) -> ledger_pb2.LedgerAccountReply:
+        account = _key(request.account)
+        record = self.ledger.account(account)
+        return ledger_pb2.LedgerAccountReply(
+            account=account,
+            balance=record.balance,
+            held=record.held,
+            pending=record.pending,
+            head=record.head if record.height else b"",
+            confirmed_height=record.height,
+            head_timestamp_ms=record.timestamp_ms,
+            network=self.ledger.network,
+            unconfirmed=self.replica.unconfirmed_of(account),
+        )
+
+    async def GetHistory(
+        self, request: ledger_pb2.LedgerHistoryRequest, context: ServerContext
+    ) -> ledger_pb2.LedgerHistoryReply:
+        account = _key(request.account)
+        limit = min(request.limit or 100, MAX_PAGE)
+        entries = [
+            ledger_pb2.LedgerHistoryEntry(block=block, hash=digest, delta=delta)
+            for digest, block, delta in self.ledger.history(account, limit, request.below_height)
+        ]
+        return ledger_pb2.LedgerHistoryReply(entries=entries)
+
+    async def GetPending(
+        self, request: ledger_pb2.LedgerPendingRequest, context: ServerContext
+    ) -> ledger_pb2.LedgerPendingReply:
+        account = _key(request.account)
+        return ledger_pb2.LedgerPendingReply(
+            entries=[
+                ledger_pb2.LedgerPendingEntry(source=source, sender=p.sender, amount=p.amount)
+                for source, p in self.ledger.pending_of(account)[:MAX_PAGE]
+            ]
+        )
+
+    async def GetBlock(
+        self, request: ledger_pb2.LedgerBlockRequest, context: ServerContext
+    ) -> ledger_pb2.LedgerBlockReply:
+        if len(request.hash) != HASH_BYTES:
+            raise InvalidArgument(f"a block hash is {HASH_BYTES} bytes")
+        block = self.ledger.block(request.hash)
+        if block is not None:
+            return ledger_pb2.LedgerBlockReply(block=block, status=CONFIRMED, votes=self.ledger.votes(request.hash))
+        for digest, candidate in self.replica.unconfirmed():
+            if digest == request.hash:
+                return ledger_pb2.LedgerBlockReply(block=candidate, status=UNCONFIRMED)
+        raise NotFound(f"no block {request.hash.hex()[:16]} on this replica")
+
+    async def GetStatus(
+        self, request: ledger_pb2.LedgerStatusRequest, context: ServerContext
+    ) -> ledger_pb2.LedgerStatusReply:
+        online = self.replica.online_representatives()
+        reps = [
+            ledger_pb2.LedgerRepresentative(
+                account=r.account,
+                weight=r.weight,
+                online=r.account in online,
+                is_self=r.account == self.replica.self_rep,
+            )
+            for r in self.genesis.representatives
+        ]
+        accounts = sum(1 for _ in self.ledger.accounts())
+        return ledger_pb2.LedgerStatusReply(
+            network=self.ledger.network,
+            supply=self.genesis.supply,
+            accounts=accounts,
+            confirmed_blocks=self.ledger.confirmed_count,
+            unconfirmed_blocks=len(self.replica.unconfirmed()),
+            representatives=reps,
+            online_weight=self.replica.online_weight(),
+            total_weight=self.genesis.total_weight,
+            quorum_weight=self.replica.quorum_weight(),
+            self_representative=self.replica.self_rep,
+        )
+
+    async def Health(self, request: common_pb2.HealthRequest, context: ServerContext) -> common_pb2.HealthReply:
+        return self.health()
+
+    # ---- peers (the P2P protocol forwards to these) ------------------------------------------------------
+
+    async def Gossip(self, request: ledger_pb2.LedgerGossip, context: ServerContext) -> ledger_pb2.LedgerGossipAck:
+        self.replica.on_gossip(request)
+        return ledger_pb2.LedgerGossipAck()
+
+    async def GetFrontiers(
+        self, request: ledger_pb2.LedgerFrontiersRequest, context: ServerContext
+    ) -> ledger_pb2.LedgerFrontiersReply:
+        limit = min(request.limit or MAX_PAGE, MAX_PAGE)
+        return ledger_pb2.LedgerFrontiersReply(
+            frontiers=[
+                ledger_pb2.LedgerFrontier(account=a, head=r.head, height=r.height)
+                for a, r in self.ledger.frontiers(request.start, limit)
+            ]
+        )
+
+    async def GetChain(
+        self, request: ledger_pb2.LedgerChainRequest, context: ServerContext
+    ) -> ledger_pb2.LedgerChainReply:
+        account = _key(request.account)
+        limit = min(request.limit or 256, MAX_PAGE)
+        return ledger_pb2.LedgerChainReply(blocks=self.source.chain(account, request.from_height, limit))

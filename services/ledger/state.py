@@ -1,0 +1,424 @@
+"""The confirmed ledger in RocksDB: validate a block against it (a reason for every refusal) and apply a
+confirmed block with all its balance effects in one write batch, so a crash never leaves half a block."""
+
+from __future__ import annotations
+
+import logging
+import struct
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeAlias, cast
+
+from rocksdict import Options, Rdict, WriteBatch, WriteOptions
+
+from avadios.ledger.address import short
+from avadios.ledger.amount import MAX_AMOUNT
+from avadios.ledger.block import (
+    HOLD,
+    KIND_NAMES,
+    RECEIVE,
+    REFUND,
+    SEND,
+    SETTLE,
+    ZERO_HASH,
+    Block,
+    Vote,
+    verify_block,
+)
+from avadios.ledger.errors import (
+    AlreadyReceived,
+    BadAmount,
+    BadGenesis,
+    BadTimestamp,
+    BalanceMismatch,
+    HoldClosed,
+    HoldExpired,
+    HoldNotExpired,
+    InsufficientFunds,
+    MalformedBlock,
+    NothingPending,
+    NotHolder,
+    OverPriceCap,
+    PayeeNotEligible,
+    ReplayedBlock,
+    SettleExceedsHold,
+    StalePredecessor,
+    UnknownHold,
+    UnknownPredecessor,
+)
+from avadios.ledger.genesis import Genesis
+from avadios.v1 import ledger_pb2
+
+log = logging.getLogger("avadios.ledger")
+
+AccountRecord: TypeAlias = ledger_pb2.LedgerAccountRecord
+PendingRecord: TypeAlias = ledger_pb2.LedgerPendingRecord
+HoldRecord: TypeAlias = ledger_pb2.LedgerHoldRecord
+COLUMN_FAMILIES = ("blocks", "chains", "accounts", "pending", "holds", "votes", "meta")
+MAX_CLOCK_SKEW_MS = 60_000  # a block may be stamped this far in our future (clocks differ); no more
+_HEIGHT = struct.Struct(">Q")
+GENESIS_KEY = b"genesis"
+CONFIRMED_KEY = b"confirmed"
+
+
+class LedgerLocked(Exception):
+    """Another process (or another Ledger object) has the database open: the ledger has one writer."""
+
+
+@dataclass(slots=True)
+class Checked:
+    """A block that passed every check, and what applying it writes."""
+
+    block: Block
+    hash: bytes
+    accounts: dict[bytes, AccountRecord] = field(default_factory=dict)
+    pending_put: list[tuple[bytes, PendingRecord]] = field(default_factory=list)
+    pending_delete: list[bytes] = field(default_factory=list)
+    hold_put: list[tuple[bytes, HoldRecord]] = field(default_factory=list)
+
+    @property
+    def slot(self) -> tuple[bytes, bytes]:
+        return self.block.account, self.block.previous
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Ledger:
+    """One replica's confirmed state. Single writer: one process owns the RocksDB directory."""
+
+    def __init__(self, path: Path, genesis: Genesis, sync: bool = False) -> None:
+        self.genesis = genesis
+        self.network = genesis.hash
+        path.mkdir(parents=True, exist_ok=True)
+        options = Options(raw_mode=True)
+        options.create_if_missing(True)
+        options.create_missing_column_families(True)
+        try:
+            self._db = Rdict(str(path), options, column_families={n: Options(raw_mode=True) for n in COLUMN_FAMILIES})
+        except Exception as exc:  # rocksdict raises a bare Exception
+            if "lock" in str(exc).lower():
+                raise LedgerLocked(
+                    f"the ledger database {path} is open in another process (one writer per ledger): {exc}"
+                ) from None
+            raise
+        self._cf = {name: self._db.get_column_family(name) for name in COLUMN_FAMILIES}
+        self._handles = {name: self._db.get_column_family_handle(name) for name in COLUMN_FAMILIES}
+        # Without sync a batch is in the OS's page cache when write() returns: a killed process loses
+        # nothing; a power cut may lose the last blocks, which peers still hold and bootstrap brings back.
+        self._write_options = WriteOptions()
+        self._write_options.sync = sync
+        self._confirmed = 0
+        self._open_genesis()
+
+    def close(self) -> None:
+        self._cf.clear()
+        self._handles.clear()
+        self._db.close()
+
+    # ---- genesis ---------------------------------------------------------------------------------------
+
+    def _open_genesis(self) -> None:
+        meta = self._cf["meta"]
+        stored = meta.get(GENESIS_KEY)
+        if stored is not None:
+            if stored != self.network:
+                raise BadGenesis(
+                    f"this ledger database belongs to network {stored.hex()[:16]}, not to the genesis given "
+                    f"({self.network.hex()[:16]}); use another directory for another network"
+                )
+            count = meta.get(CONFIRMED_KEY)
+            self._confirmed = _HEIGHT.unpack(count)[0] if isinstance(count, bytes) else 0
+            return
+        batch = WriteBatch(raw_mode=True)
+        for allocation in self.genesis.balances:
+            record = AccountRecord(head=ZERO_HASH, balance=allocation.amount)
+            batch.put(allocation.account, record.SerializeToString(), self._handles["accounts"])
+        batch.put(CONFIRMED_KEY, _HEIGHT.pack(0), self._handles["meta"])
+        batch.put(GENESIS_KEY, self.network, self._handles["meta"])  # last in the batch, but one atomic write
+        self._db.write(batch, self._write_options)
+        log.info("ledger created from genesis", extra={"network": self.network.hex(), "genesis": self.genesis.name})
+
+    # ---- reads -----------------------------------------------------------------------------------------
+
+    @property
+    def confirmed_count(self) -> int:
+        return self._confirmed
+
+    def account(self, account: bytes) -> AccountRecord:
+        raw = self._cf["accounts"].get(account)
+        return AccountRecord.FromString(raw) if raw is not None else AccountRecord(head=ZERO_HASH)
+
+    def accounts(self) -> Iterator[tuple[bytes, AccountRecord]]:
+        for key, raw in self.scan("accounts"):
+            yield key, AccountRecord.FromString(raw)
+
+    def block(self, digest: bytes) -> Block | None:
+        raw = self._cf["blocks"].get(digest)
+        return Block.FromString(raw) if raw is not None else None
+
+    def has_block(self, digest: bytes) -> bool:
+        return self._cf["blocks"].get(digest) is not None
+
+    def hash_at(self, account: bytes, height: int) -> bytes | None:
+        value: bytes | None = self._cf["chains"].get(account + _HEIGHT.pack(height))
+        return value
+
+    def hold(self, digest: bytes) -> HoldRecord | None:
+        raw = self._cf["holds"].get(digest)
+        return HoldRecord.FromString(raw) if raw is not None else None
+
+    def votes(self, digest: bytes) -> list[Vote]:
+        return [Vote.FromString(raw) for key, raw in self._prefix("votes", digest)]
+
+    def pending_of(self, account: bytes) -> list[tuple[bytes, PendingRecord]]:
+        return [(key[32:], PendingRecord.FromString(raw)) for key, raw in self._prefix("pending", account)]
+
+    def holds_of(self, account: bytes) -> list[tuple[bytes, HoldRecord]]:
+        found = []
+        for key, raw in self.scan("holds"):
+            record = HoldRecord.FromString(raw)
+            if record.holder == account:
+                found.append((key, record))
+        return found
+
+    def chain(self, account: bytes, from_height: int = 1, limit: int = 1000) -> list[tuple[bytes, Block]]:
+        out: list[tuple[bytes, Block]] = []
+        for height in range(max(1, from_height), from_height + limit):
+            digest = self.hash_at(account, height)
+            if digest is None:
+                break
+            block = self.block(digest)
+            assert block is not None, "chains index names a block the blocks column family lacks"
+            out.append((digest, block))
+        return out
+
+    def history(self, account: bytes, limit: int = 100, below_height: int = 0) -> list[tuple[bytes, Block, int]]:
+        """(hash, block, change of the spendable balance), newest first."""
+        top = self.account(account).height if below_height == 0 else below_height - 1
+        low = max(1, top - limit + 1)
+        blocks = self.chain(account, low - 1 if low > 1 else 1, top - low + 2)
+        by_height = {b.height: (h, b) for h, b in blocks}
+        out = []
+        for height in range(top, low - 1, -1):
+            digest, block = by_height[height]
+            before = by_height[height - 1][1].balance if height > 1 else self._genesis_balance(account)
+            out.append((digest, block, block.balance - before))
+        return out
+
+    def _genesis_balance(self, account: bytes) -> int:
+        return next((a.amount for a in self.genesis.balances if a.account == account), 0)
+
+    def scan(self, cf: str, start: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        # raw_mode: keys and values are bytes (rocksdict's stubs allow any key type)
+        return cast(Iterator[tuple[bytes, bytes]], iter(self._cf[cf].items(from_key=start)))
+
+    def _prefix(self, cf: str, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        for key, raw in self.scan(cf, prefix):
+            if not key.startswith(prefix):
+                break
+            yield key, raw
+
+    def frontiers(self, start: bytes = b"", limit: int = 1000) -> list[tuple[bytes, AccountRecord]]:
+        out = []
+        for key, raw in self.scan("accounts", start):
+            record = AccountRecord.FromString(raw)
+            if record.height:
+                out.append((key, record))
+                if len(out) >= limit:
+                    break
+        return out
+
+    # ---- validation ------------------------------------------------------------------------------------
+
+    def check(self, block: Block, now_ms: int | None = None, digest: bytes | None = None) -> Checked:
+        """Every rule a block must pass against the confirmed state. Raises a LedgerError with the reason.
+        `now_ms=None` skips the clock check (blocks a quorum already confirmed, e.g. during bootstrap);
+        `digest` skips the signature check for a block already verified at the door."""
+        if digest is None:
+            digest = verify_block(block, self.network)
+        if self.has_block(digest):
+            raise ReplayedBlock(f"block {digest.hex()[:16]} is already in the ledger")
+        account = block.account
+        record = self.account(account)
+        self._check_position(block, record)
+        if block.timestamp_ms < record.timestamp_ms:
+            raise BadTimestamp(f"block time {block.timestamp_ms} is before the previous block's {record.timestamp_ms}")
+        if now_ms is not None and block.timestamp_ms > now_ms + MAX_CLOCK_SKEW_MS:
+            raise BadTimestamp(f"block time {block.timestamp_ms} is more than {MAX_CLOCK_SKEW_MS} ms in the future")
+        checked = Checked(block, digest)
+        own = AccountRecord()
+        own.CopyFrom(record)
+        checked.accounts[account] = own
+        kind = block.kind
+        if kind == SEND:
+            self._send(checked, own)
+        elif kind == RECEIVE:
+            self._receive(checked, own)
+        elif kind == HOLD:
+            self._hold(checked, own)
+        elif kind in (SETTLE, REFUND):
+            self._release(checked, own)
+        else:  # check_shape refuses other kinds; kept so a new kind cannot slip through unhandled
+            raise MalformedBlock(f"unknown block kind {kind}")
+        if own.balance != block.balance:
+            raise BalanceMismatch(
+                f"the {KIND_NAMES[kind]} block claims a balance of {block.balance} micro-AUTOM but applying it "
+                f"gives {own.balance}"
+            )
+        own.head, own.height, own.timestamp_ms = digest, block.height, block.timestamp_ms
+        return checked
+
+    def _check_position(self, block: Block, record: AccountRecord) -> None:
+        if block.previous == record.head and block.height == record.height + 1:
+            return
+        if block.previous == record.head:
+            raise MalformedBlock(f"height must be {record.height + 1} after the head, not {block.height}")
+        if block.height <= record.height:
+            taken = self.hash_at(block.account, block.height)
+            below = self.hash_at(block.account, block.height - 1) if block.height > 1 else ZERO_HASH
+            if below == block.previous and taken is not None:
+                raise StalePredecessor(
+                    f"account {short(block.account)} already has confirmed block {taken.hex()[:16]} at height "
+                    f"{block.height}: this block is a fork of it (a double spend) and is refused"
+                )
+            raise StalePredecessor(
+                f"block builds on height {block.height - 1} but account {short(block.account)} is already at "
+                f"height {record.height}: its predecessor is stale"
+            )
+        raise UnknownPredecessor(
+            f"block builds on {block.previous.hex()[:16]} at height {block.height - 1}, which this ledger has not "
+            f"confirmed (the account's head is at height {record.height})"
+        )
+
+    def _payee(self, checked: Checked, account: bytes) -> AccountRecord:
+        record = checked.accounts.get(account)
+        if record is None:
+            record = checked.accounts[account] = self.account(account)
+        return record
+
+    def _send(self, checked: Checked, own: AccountRecord) -> None:
+        block = checked.block
+        if block.amount > own.balance:
+            raise InsufficientFunds(
+                f"insufficient funds: sending {block.amount} micro-AUTOM but the spendable balance is {own.balance}"
+            )
+        own.balance -= block.amount
+        destination = self._payee(checked, block.destination)
+        destination.pending += block.amount
+        checked.pending_put.append(
+            (block.destination + checked.hash, PendingRecord(sender=block.account, amount=block.amount))
+        )
+
+    def _receive(self, checked: Checked, own: AccountRecord) -> None:
+        block = checked.block
+        key = block.account + block.source
+        raw = self._cf["pending"].get(key)
+        if raw is None:
+            source = self.block(block.source)
+            if source is not None and self._pays(source, block.account):
+                raise AlreadyReceived(f"the payment of block {block.source.hex()[:16]} was already received")
+            raise NothingPending(f"no pending payment of block {block.source.hex()[:16]} to this account")
+        pending = PendingRecord.FromString(raw)
+        if own.balance + pending.amount > MAX_AMOUNT:
+            raise BadAmount("receiving this payment would overflow the balance")
+        own.balance += pending.amount
+        own.pending -= pending.amount
+        checked.pending_delete.append(key)
+
+    @staticmethod
+    def _pays(source: Block, account: bytes) -> bool:
+        if source.kind == SEND:
+            return source.destination == account
+        return source.kind == SETTLE and any(p.account == account for p in source.payouts)
+
+    def _hold(self, checked: Checked, own: AccountRecord) -> None:
+        block = checked.block
+        if block.amount > own.balance:
+            raise InsufficientFunds(
+                f"insufficient funds: holding {block.amount} micro-AUTOM but the spendable balance is {own.balance}"
+            )
+        own.balance -= block.amount
+        own.held += block.amount
+        record = HoldRecord(
+            holder=block.account,
+            amount=block.amount,
+            expires_at_ms=block.expires_at_ms,
+            price_cap=block.price_cap,
+            request_id=block.request_id,
+            state=HoldRecord.OPEN,
+        )
+        record.payees.extend(block.payees)
+        checked.hold_put.append((checked.hash, record))
+
+    def _release(self, checked: Checked, own: AccountRecord) -> None:
+        block = checked.block
+        hold = self.hold(block.source)
+        if hold is None:
+            raise UnknownHold(f"no hold {block.source.hex()[:16]} in the ledger")
+        if hold.holder != block.account:
+            raise NotHolder("only the account that made a hold can settle or refund it")
+        if hold.state != HoldRecord.OPEN:
+            state = HoldRecord.State.Name(hold.state).lower()
+            raise HoldClosed(f"hold {block.source.hex()[:16]} is already {state}")
+        paid = 0
+        if block.kind == SETTLE:
+            if block.timestamp_ms >= hold.expires_at_ms:
+                raise HoldExpired(
+                    f"hold {block.source.hex()[:16]} expired at {hold.expires_at_ms}; only a refund can release it"
+                )
+            eligible = set(hold.payees)
+            for payout in block.payouts:
+                if payout.account not in eligible:
+                    raise PayeeNotEligible(f"{short(payout.account)} is not an eligible payee of this hold")
+                if payout.amount > hold.price_cap:
+                    raise OverPriceCap(
+                        f"payout of {payout.amount} to {short(payout.account)} is over the hold's price cap "
+                        f"of {hold.price_cap}"
+                    )
+                paid += payout.amount
+            if paid > hold.amount:
+                raise SettleExceedsHold(f"the settle pays {paid} micro-AUTOM but the hold is only {hold.amount}")
+            for payout in block.payouts:
+                self._payee(checked, payout.account).pending += payout.amount
+                checked.pending_put.append(
+                    (payout.account + checked.hash, PendingRecord(sender=block.account, amount=payout.amount))
+                )
+        elif block.timestamp_ms < hold.expires_at_ms:
+            raise HoldNotExpired(
+                f"hold {block.source.hex()[:16]} expires at {hold.expires_at_ms}; a refund stamped "
+                f"{block.timestamp_ms} is too early"
+            )
+        own.held -= hold.amount
+        own.balance += hold.amount - paid
+        closed = HoldRecord()
+        closed.CopyFrom(hold)
+        closed.state = HoldRecord.SETTLED if block.kind == SETTLE else HoldRecord.REFUNDED
+        closed.closed_by = checked.hash
+        checked.hold_put.append((block.source, closed))
+
+    # ---- apply -----------------------------------------------------------------------------------------
+
+    def apply(self, checked: Checked, votes: Sequence[Vote] = ()) -> None:
+        """Write a confirmed block, its index entries, every balance effect and its votes in one batch."""
+        h = self._handles
+        block = checked.block
+        batch = WriteBatch(raw_mode=True)
+        batch.put(checked.hash, block.SerializeToString(), h["blocks"])
+        batch.put(block.account + _HEIGHT.pack(block.height), checked.hash, h["chains"])
+        for account, record in checked.accounts.items():
+            batch.put(account, record.SerializeToString(), h["accounts"])
+        for key, pending in checked.pending_put:
+            batch.put(key, pending.SerializeToString(), h["pending"])
+        for key in checked.pending_delete:
+            batch.delete(key, h["pending"])
+        for key, hold in checked.hold_put:
+            batch.put(key, hold.SerializeToString(), h["holds"])
+        for vote in votes:
+            batch.put(checked.hash + vote.representative, vote.SerializeToString(), h["votes"])
+        batch.put(CONFIRMED_KEY, _HEIGHT.pack(self._confirmed + 1), h["meta"])
+        self._db.write(batch, self._write_options)
+        self._confirmed += 1

@@ -1,0 +1,177 @@
+"""Blocks and votes: the canonical signed byte form, hashes, signatures, and shape checks at the door."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable
+from typing import TypeAlias
+
+import blake3
+import nacl.bindings
+import nacl.exceptions
+from nacl.signing import SigningKey
+
+from avadios.ledger.amount import MAX_AMOUNT
+from avadios.ledger.errors import BadSignature, BadVote, MalformedBlock
+from avadios.v1 import ledger_pb2
+
+Block: TypeAlias = ledger_pb2.LedgerBlock
+Vote: TypeAlias = ledger_pb2.LedgerVote
+Kind = ledger_pb2.LedgerBlockKind
+
+SEND = ledger_pb2.BLOCK_KIND_SEND
+RECEIVE = ledger_pb2.BLOCK_KIND_RECEIVE
+HOLD = ledger_pb2.BLOCK_KIND_HOLD
+SETTLE = ledger_pb2.BLOCK_KIND_SETTLE
+REFUND = ledger_pb2.BLOCK_KIND_REFUND
+KIND_NAMES = {SEND: "send", RECEIVE: "receive", HOLD: "hold", SETTLE: "settle", REFUND: "refund"}
+
+HASH_BYTES = 32
+KEY_BYTES = 32
+SIGNATURE_BYTES = 64
+ZERO_HASH = bytes(HASH_BYTES)
+MAX_REQUEST_ID = 64
+MAX_PAYEES = 32
+# The hash covers a domain tag and the network (genesis hash): a block signed for one network is
+# meaningless on another, and a vote signature can never pass as a block signature.
+BLOCK_DOMAIN = b"avadios-ledger-block-v1\x00"
+VOTE_DOMAIN = b"avadios-ledger-vote-v1\x00"
+
+_FIXED = struct.Struct(">B32s32sQQQ")
+_U64 = struct.Struct(">Q")
+_U16 = struct.Struct(">H")
+
+
+def _var(data: bytes) -> bytes:
+    return _U16.pack(len(data)) + data
+
+
+def canonical_bytes(block: Block, network: bytes) -> bytes:
+    """The exact bytes the block hash covers: every field but the signature, fixed order, length-prefixed.
+    Protobuf serialisation is not canonical, so the hash never depends on it."""
+    parts = [
+        BLOCK_DOMAIN,
+        network,
+        _FIXED.pack(block.kind, block.account, block.previous, block.height, block.balance, block.timestamp_ms),
+        _var(block.destination),
+        _U64.pack(block.amount),
+        _var(block.source),
+        _var(block.request_id),
+        _U64.pack(block.expires_at_ms),
+        _U16.pack(len(block.payees)),
+        *(_var(p) for p in block.payees),
+        _U64.pack(block.price_cap),
+        _U16.pack(len(block.payouts)),
+        *(_var(p.account) + _U64.pack(p.amount) for p in block.payouts),
+    ]
+    return b"".join(parts)
+
+
+def block_hash(block: Block, network: bytes) -> bytes:
+    return blake3.blake3(canonical_bytes(block, network)).digest()
+
+
+def sign_block(block: Block, key: SigningKey, network: bytes) -> bytes:
+    """Sign `block` in place with the owner's key; returns its hash."""
+    if bytes(key.verify_key) != block.account:
+        raise MalformedBlock("a block can only be signed by the key of its account")
+    digest = block_hash(block, network)
+    block.signature = key.sign(digest).signature
+    return digest
+
+
+def verify_signature(public_key: bytes, message: bytes, signature: bytes) -> bool:
+    try:
+        nacl.bindings.crypto_sign_open(signature + message, public_key)
+    except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError, ValueError):
+        return False
+    return True
+
+
+def verify_block(block: Block, network: bytes) -> bytes:
+    """Check the shape and the owner's signature; returns the block hash."""
+    check_shape(block)
+    digest = block_hash(block, network)
+    if not verify_signature(block.account, digest, block.signature):
+        raise BadSignature(
+            f"block {digest.hex()[:16]} is not signed by its account's key (or was signed for another network)"
+        )
+    return digest
+
+
+def _need(condition: bool, what: str) -> None:
+    if not condition:
+        raise MalformedBlock(what)
+
+
+def _unused(block: Block, fields: Iterable[str]) -> None:
+    for name in fields:
+        value = getattr(block, name)
+        _need(not value, f"a {KIND_NAMES[block.kind]} block must leave '{name}' empty")
+
+
+_ALL_OPTIONAL = ("destination", "amount", "source", "request_id", "expires_at_ms", "payees", "price_cap", "payouts")
+_USES = {
+    SEND: {"destination", "amount"},
+    RECEIVE: {"source"},
+    HOLD: {"amount", "request_id", "expires_at_ms", "payees", "price_cap"},
+    SETTLE: {"source", "payouts"},
+    REFUND: {"source"},
+}
+
+
+def check_shape(block: Block) -> None:
+    """Everything that can be checked without the ledger's state: sizes, ranges, which fields a kind uses.
+    Fields a kind does not use must be empty, so one payment has exactly one valid encoding."""
+    _need(block.kind in KIND_NAMES, f"unknown block kind {block.kind}")
+    _need(len(block.account) == KEY_BYTES, f"account must be {KEY_BYTES} bytes, got {len(block.account)}")
+    _need(len(block.previous) == HASH_BYTES, f"previous must be {HASH_BYTES} bytes, got {len(block.previous)}")
+    _need(len(block.signature) == SIGNATURE_BYTES, f"signature must be {SIGNATURE_BYTES} bytes")
+    _need(block.height >= 1, "height starts at 1")
+    _need((block.height == 1) == (block.previous == ZERO_HASH), "only the first block (height 1) has no previous")
+    _need(block.balance <= MAX_AMOUNT, f"balance {block.balance} overflows the ledger's limit")
+    _need(block.timestamp_ms > 0, "timestamp_ms is required")
+    uses = _USES[block.kind]
+    _unused(block, (f for f in _ALL_OPTIONAL if f not in uses))
+    if "amount" in uses:
+        _need(0 < block.amount <= MAX_AMOUNT, f"amount must be between 1 and {MAX_AMOUNT} micro-AUTOM")
+    if block.kind == SEND:
+        _need(len(block.destination) == KEY_BYTES, "destination must be a 32-byte account key")
+    if "source" in uses:
+        _need(len(block.source) == HASH_BYTES, f"source must be a {HASH_BYTES}-byte block hash")
+    if block.kind == HOLD:
+        _need(0 < len(block.request_id) <= MAX_REQUEST_ID, f"request_id must be 1 to {MAX_REQUEST_ID} bytes")
+        _need(block.expires_at_ms > block.timestamp_ms, "a hold must expire after it is made")
+        _need(0 < len(block.payees) <= MAX_PAYEES, f"a hold names 1 to {MAX_PAYEES} eligible payees")
+        _need(all(len(p) == KEY_BYTES for p in block.payees), "every payee must be a 32-byte account key")
+        _need(len(set(block.payees)) == len(block.payees), "a payee is listed twice")
+        _need(0 < block.price_cap <= block.amount, "price_cap must be between 1 and the held amount")
+    if block.kind == SETTLE:
+        _need(len(block.payouts) <= MAX_PAYEES, f"a settle pays at most {MAX_PAYEES} payees")
+        _need(all(len(p.account) == KEY_BYTES for p in block.payouts), "every payout needs a 32-byte account key")
+        _need(all(0 < p.amount <= MAX_AMOUNT for p in block.payouts), "every payout must be a positive amount")
+        _need(len({p.account for p in block.payouts}) == len(block.payouts), "a payee is paid twice in one settle")
+
+
+# ---- votes -------------------------------------------------------------------------------------------------
+
+_VOTE = struct.Struct(">32s32sBQ")
+
+
+def vote_bytes(vote: Vote, network: bytes) -> bytes:
+    return VOTE_DOMAIN + network + _VOTE.pack(vote.representative, vote.block_hash, vote.final, vote.timestamp_ms)
+
+
+def make_vote(key: SigningKey, block_hash_: bytes, final: bool, timestamp_ms: int, network: bytes) -> Vote:
+    vote = Vote(representative=bytes(key.verify_key), block_hash=block_hash_, final=final, timestamp_ms=timestamp_ms)
+    vote.signature = key.sign(vote_bytes(vote, network)).signature
+    return vote
+
+
+def verify_vote(vote: Vote, network: bytes) -> None:
+    if len(vote.representative) != KEY_BYTES or len(vote.block_hash) != HASH_BYTES:
+        raise BadVote("a vote names a 32-byte representative key and a 32-byte block hash")
+    if len(vote.signature) != SIGNATURE_BYTES or not verify_signature(
+        vote.representative, vote_bytes(vote, network), vote.signature
+    ):
+        raise BadVote(f"vote for {vote.block_hash.hex()[:16]} is not signed by its representative")

@@ -1,0 +1,184 @@
+"""The wallet: a BIP39 mnemonic, the Ed25519 account key derived from it (kept 0600 in the home, never sent
+anywhere), and the blocks it signs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import blake3
+from mnemonic import Mnemonic
+from nacl.signing import SigningKey
+
+from avadios.identity import check_secret_permissions, write_secret_file
+from avadios.ledger.address import encode_address
+from avadios.ledger.amount import check_amount
+from avadios.ledger.block import HOLD, RECEIVE, REFUND, SEND, SETTLE, ZERO_HASH, Block, sign_block
+from avadios.ledger.errors import InsufficientFunds, LedgerError
+from avadios.v1 import ledger_pb2
+
+WALLET_FILE = "wallet.seed"
+MNEMONIC_WORDS = 24
+_KDF_DOMAIN = b"avadios-wallet-v1"
+
+
+class WalletError(LedgerError):
+    reason = "wallet"
+
+
+class WalletExists(WalletError):
+    reason = "wallet_exists"
+
+
+class NoWallet(WalletError):
+    reason = "no_wallet"
+
+
+class BadMnemonic(WalletError):
+    reason = "bad_mnemonic"
+
+
+def new_mnemonic() -> str:
+    return Mnemonic("english").generate(strength=MNEMONIC_WORDS * 32 // 3)
+
+
+def seed_from_mnemonic(words: str, passphrase: str = "") -> bytes:
+    """The 32-byte Ed25519 seed of a mnemonic: BIP39's PBKDF2 seed, narrowed with a domain-tagged BLAKE3."""
+    words = " ".join(words.lower().split())
+    if not Mnemonic("english").check(words):
+        raise BadMnemonic("the mnemonic is not a valid BIP39 English phrase (a word or the checksum is wrong)")
+    return blake3.blake3(_KDF_DOMAIN + Mnemonic.to_seed(words, passphrase)).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class ChainTip:
+    """What a wallet needs to append to its chain: the confirmed head as the ledger reports it."""
+
+    head: bytes = ZERO_HASH
+    height: int = 0
+    balance: int = 0
+    timestamp_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Wallet:
+    signing_key: SigningKey
+
+    @classmethod
+    def from_seed(cls, seed: bytes) -> Wallet:
+        return cls(SigningKey(seed))
+
+    @classmethod
+    def generate(cls) -> Wallet:
+        return cls(SigningKey.generate())
+
+    @property
+    def account(self) -> bytes:
+        return bytes(self.signing_key.verify_key)
+
+    @property
+    def address(self) -> str:
+        return encode_address(self.account)
+
+    # ---- blocks ------------------------------------------------------------------------------------------
+
+    def _next(self, tip: ChainTip, kind: int, balance: int, now_ms: int | None) -> Block:
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        return Block(
+            kind=kind,  # type: ignore[arg-type]
+            account=self.account,
+            previous=tip.head,
+            height=tip.height + 1,
+            balance=balance,
+            timestamp_ms=max(now, tip.timestamp_ms, 1),
+        )
+
+    def _sign(self, block: Block, network: bytes) -> Block:
+        sign_block(block, self.signing_key, network)
+        return block
+
+    def send(
+        self, tip: ChainTip, destination: bytes, amount: int, network: bytes, now_ms: int | None = None
+    ) -> Block:
+        amount = check_amount(amount)
+        if amount > tip.balance:
+            raise InsufficientFunds(f"cannot send {amount} micro-AUTOM: the spendable balance is {tip.balance}")
+        block = self._next(tip, SEND, tip.balance - amount, now_ms)
+        block.destination, block.amount = destination, amount
+        return self._sign(block, network)
+
+    def receive(self, tip: ChainTip, source: bytes, amount: int, network: bytes, now_ms: int | None = None) -> Block:
+        block = self._next(tip, RECEIVE, tip.balance + amount, now_ms)
+        block.source = source
+        return self._sign(block, network)
+
+    def hold(
+        self,
+        tip: ChainTip,
+        request_id: bytes,
+        amount: int,
+        expires_at_ms: int,
+        payees: Sequence[bytes],
+        price_cap: int,
+        network: bytes,
+        now_ms: int | None = None,
+    ) -> Block:
+        amount = check_amount(amount)
+        if amount > tip.balance:
+            raise InsufficientFunds(f"cannot hold {amount} micro-AUTOM: the spendable balance is {tip.balance}")
+        block = self._next(tip, HOLD, tip.balance - amount, now_ms)
+        block.request_id, block.amount, block.expires_at_ms = request_id, amount, expires_at_ms
+        block.payees.extend(payees)
+        block.price_cap = price_cap
+        return self._sign(block, network)
+
+    def settle(
+        self,
+        tip: ChainTip,
+        hold: bytes,
+        held: int,
+        payouts: Sequence[tuple[bytes, int]],
+        network: bytes,
+        now_ms: int | None = None,
+    ) -> Block:
+        """Release hold `hold` of `held` micro-AUTOM: pay `payouts`, take back the rest."""
+        paid = sum(amount for _, amount in payouts)
+        block = self._next(tip, SETTLE, tip.balance + max(0, held - paid), now_ms)
+        block.source = hold
+        block.payouts.extend(ledger_pb2.LedgerPayout(account=a, amount=m) for a, m in payouts)
+        return self._sign(block, network)
+
+    def refund(self, tip: ChainTip, hold: bytes, held: int, network: bytes, now_ms: int | None = None) -> Block:
+        block = self._next(tip, REFUND, tip.balance + held, now_ms)
+        block.source = hold
+        return self._sign(block, network)
+
+
+def wallet_path(home: Path) -> Path:
+    return home / WALLET_FILE
+
+
+def create_wallet(home: Path, words: str) -> Wallet:
+    """Store the wallet of `words` in `home` (0600 from the first byte); refuses to replace one."""
+    seed = seed_from_mnemonic(words)
+    path = wallet_path(home)
+    try:
+        write_secret_file(path, seed)
+    except FileExistsError:
+        raise WalletExists(
+            f"{path} already holds a wallet; move it away first if you really mean to replace it"
+        ) from None
+    return Wallet.from_seed(seed)
+
+
+def load_wallet(home: Path) -> Wallet:
+    path = wallet_path(home)
+    if not path.exists():
+        raise NoWallet(f"no wallet in {home}: create one with `avadios wallet new --home {home}`")
+    check_secret_permissions(path)
+    seed = path.read_bytes()
+    if len(seed) != 32:
+        raise WalletError(f"{path} is not a 32-byte wallet seed")
+    return Wallet.from_seed(seed)
