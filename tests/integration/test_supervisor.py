@@ -103,3 +103,14 @@ def test_two_inference_replicas_both_take_work_and_off_loopback_the_api_needs_th
         assert set(served) == {0, 1} and all(n > 0 for n in served.values()), served
         status = json.loads(node.cli("status", "--json").stdout)
         assert {"inference-0", "inference-1"} <= set(status["processes"])
+
+
+def test_a_generation_past_the_request_deadline_gets_504_and_the_node_keeps_serving(tmp_path: Path) -> None:
+    with running_node(tmp_path / "home", AVADIOS_REQUEST_TIMEOUT_S="0.5") as node:
+        url = node.api_url + "/v1/completions"
+        slow = {"model": "default", "prompt": "Once upon a time", "max_tokens": 1500, "temperature": 0.9}
+        reply = httpx.post(url, json=slow, timeout=60)
+        assert reply.status_code == 504, reply.text
+        assert reply.json()["error"]["code"] == "timeout"
+        quick = {"model": "default", "prompt": "Hello", "max_tokens": 2, "temperature": 0.9}
+        assert httpx.post(url, json=quick, timeout=60).status_code == 200
