@@ -128,8 +128,12 @@ async def serve(name: str, factory: RoomFactory) -> None:
         if server is not None:
             await server.stop()
         await room.stop()
+        # drain() hands in-flight replies over; close() also ends nats-py's reconnect loop, which would otherwise
+        # keep the process alive forever when NATS went down first (e.g. the supervisor was killed).
         with contextlib.suppress(Exception):
-            await nc.drain()
+            await asyncio.wait_for(nc.drain(), 2.0)
+        with contextlib.suppress(Exception):
+            await nc.close()
         log.info("service stopped")
 
 

@@ -176,7 +176,7 @@ def test_health_and_metrics_report_the_node(node: Node) -> None:
 def test_cli_status_models_ask_and_id(node: Node) -> None:
     status = json.loads(node.cli("status", "--json").stdout)
     assert status["running"] and status["health"] == "ok"
-    assert set(status["processes"]) == {"nats", "cache-0", "inference-0", "gateway-0"}
+    assert {"nats", "cache-0", "inference-0", "gateway-0"} <= set(status["processes"])
     models = json.loads(node.cli("models", "--json").stdout)
     assert models[0]["id"] == MODEL
     ident = json.loads(node.cli("id", "--json").stdout)
