@@ -58,6 +58,7 @@ class NatsProcess:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+
         def listening() -> bool:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
                 return True

@@ -3,15 +3,11 @@ and a kill -9 of the ledger process in the middle of traffic."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,37 +15,14 @@ from typing import Any
 import httpx
 import pytest
 
-AVADIOS = str(Path(sys.executable).parent / "avadios")
+from tests.helpers import AVADIOS, Node, wait_for
+
 GENESIS = 1_000 * 1_000_000
 pytestmark = pytest.mark.slow
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):
-            last = predicate()
-            if last:
-                return last
-        time.sleep(0.2)
-    raise TimeoutError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
-
-
-class LedgerNode:
-    def __init__(self, home: Path) -> None:
-        self.home = home
-        self.api = f"http://127.0.0.1:{free_port()}"
-        self.nats_port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def cli(self, *args: str, home: Path | None = None) -> tuple[int, Any]:
+class LedgerNode(Node):
+    def jcli(self, *args: str, home: Path | None = None) -> tuple[int, Any]:
         done = subprocess.run(
             [AVADIOS, *args, "--home", str(home or self.home), "--json"], capture_output=True, text=True, timeout=60
         )
@@ -58,63 +31,48 @@ class LedgerNode:
         except json.JSONDecodeError:
             return done.returncode, {"stdout": done.stdout, "stderr": done.stderr}
 
-    def start(self) -> None:
-        port = self.api.rsplit(":", 1)[1]
-        env = {**os.environ, "AVADIOS_INFERENCE_THREADS": "1"}
-        with (self.home / "up.out").open("ab") as out:
-            self.proc = subprocess.Popen(
-                [AVADIOS, "up", "--home", str(self.home), "--api-port", port, "--nats-port", str(self.nats_port)],
-                stdout=out,
-                stderr=out,
-                env=env,
-            )
-        wait_for(lambda: httpx.get(self.api + "/health", timeout=2).status_code == 200, 180, "the node")
-        wait_for(lambda: self.cli("ledger", "status")[0] == 0, 30, "the ledger service")
+    @property
+    def api(self) -> str:
+        return self.api_url
+
+    def start_with_ledger(self) -> None:
+        self.start()
+        wait_for(lambda: self.jcli("ledger", "status")[0] == 0, 30, "the ledger service")
 
     def ledger_pid(self) -> int:
-        state = json.loads((self.home / "run" / "node.json").read_text())
-        return int(state["processes"]["ledger-0"]["pid"])
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        return self.pid_of("ledger-0")
 
 
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[LedgerNode]:
     home = tmp_path / "home"
     home.mkdir()
-    n = LedgerNode(home)
-    code, made = n.cli("wallet", "new")  # before the first start: the solo genesis funds this wallet
+    n = LedgerNode(home, env={"AVADIOS_INFERENCE_THREADS": "1"})
+    code, made = n.jcli("wallet", "new")  # before the first start: the solo genesis funds this wallet
     assert code == 0 and made["address"].startswith("autom_") and len(made["mnemonic"].split()) == 24
     assert (home / "wallet.seed").stat().st_mode & 0o777 == 0o600
-    n.start()
+    n.start_with_ledger()
     yield n
     n.stop()
 
 
 def test_wallet_survives_a_ledger_crash_mid_traffic_with_balances_consistent(node: LedgerNode, tmp_path: Path) -> None:
     other = tmp_path / "other"
-    code, made = node.cli("wallet", "new", home=other)
+    code, made = node.jcli("wallet", "new", home=other)
     assert code == 0
     to = made["address"]
-    code, me = node.cli("wallet", "address")
-    code, balance = node.cli("wallet", "balance")
+    code, me = node.jcli("wallet", "address")
+    code, balance = node.jcli("wallet", "balance")
     assert code == 0 and (balance["spendable"], balance["held"], balance["pending"]) == (GENESIS, 0, 0)
 
     # refused inputs change nothing
-    code, out = node.cli("wallet", "send", to, "0.0000001")
+    code, out = node.jcli("wallet", "send", to, "0.0000001")
     assert code == 2 and out["error"]["reason"] == "bad_amount"
-    code, out = node.cli("wallet", "send", to[:-1] + "x", "1")
+    code, out = node.jcli("wallet", "send", to[:-1] + "x", "1")
     assert code == 2 and out["error"]["reason"] == "malformed_address"
-    code, out = node.cli("wallet", "send", to, "1000.000001")
+    code, out = node.jcli("wallet", "send", to, "1000.000001")
     assert code == 1 and "insufficient funds" in out["error"]["message"]
-    assert node.cli("wallet", "balance")[1]["spendable"] == GENESIS
+    assert node.jcli("wallet", "balance")[1]["spendable"] == GENESIS
 
     # traffic, and kill -9 of the ledger process in the middle of it
     results: list[tuple[int, Any]] = []
@@ -122,7 +80,7 @@ def test_wallet_survives_a_ledger_crash_mid_traffic_with_balances_consistent(nod
 
     def traffic() -> None:
         while not stop.is_set() and len(results) < 40:
-            results.append(node.cli("wallet", "send", to, "0.5", "--wait-confirmed"))
+            results.append(node.jcli("wallet", "send", to, "0.5", "--wait-confirmed"))
 
     worker = threading.Thread(target=traffic)
     worker.start()
@@ -137,17 +95,17 @@ def test_wallet_survives_a_ledger_crash_mid_traffic_with_balances_consistent(nod
     confirmed_sends = sum(1 for code, _ in results if code == 0)
     failed = [out for code, out in results if code != 0]
     assert all(out["error"]["code"] in ("UNAVAILABLE", "DEADLINE_EXCEEDED") for out in failed), failed
-    code, sender = node.cli("ledger", "account", me["address"])
-    code, receiver = node.cli("ledger", "account", to)
+    code, sender = node.jcli("ledger", "account", me["address"])
+    code, receiver = node.jcli("ledger", "account", to)
     assert code == 0
     sent = GENESIS - sender["balance"]
     # a send whose reply was lost in the crash may still have been confirmed, never half of one
     assert sent % 500_000 == 0 and confirmed_sends * 500_000 <= sent <= len(results) * 500_000
     assert receiver["pending"] == sent and sender["balance"] + receiver["pending"] == GENESIS
     assert sender["confirmed_height"] == sent // 500_000 and len(sender["head"]) == 64
-    code, history = node.cli("wallet", "history")
+    code, history = node.jcli("wallet", "history")
     assert len(history) == sender["confirmed_height"] and all(h["delta"] == -500_000 for h in history)
-    code, status = node.cli("ledger", "status")
+    code, status = node.jcli("ledger", "status")
     assert status["confirmed_blocks"] == sender["confirmed_height"] and status["unconfirmed_blocks"] == 0
     assert status["supply"] == GENESIS and status["representatives"][0]["self"]
 

@@ -12,9 +12,9 @@ Status = common_pb2.HealthReply.Status
 
 def beat(board: HealthBoard, status: int, replica: int = 0, age: float = 0.0) -> None:
     reply = common_pb2.HealthReply(
-        status=status,
+        status=status,  # type: ignore[arg-type]
         service="inference",
-        instance=f"inference-{replica}-1",  # type: ignore[arg-type]
+        instance=f"inference-{replica}-1",
         replica=replica,
     )
     board._beats[reply.instance] = Beat(reply, time.monotonic() - age)
