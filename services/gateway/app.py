@@ -24,6 +24,7 @@ from avadios.errors import AvadiosError, NotFound, Unavailable, http_status
 from avadios.transport import NatsChannel, Stub
 from avadios.v1 import cache_pb2, inference_pb2
 from services.gateway.cache_key import cache_key
+from services.gateway.dashboard import add_dashboard
 from services.gateway.health import HealthBoard
 from services.gateway.metrics import Metrics
 from services.gateway.openai_schema import (
@@ -367,4 +368,5 @@ def build_app(gw: Gateway) -> FastAPI:
     app.add_api_route("/health", health, methods=["GET"])
     app.add_api_route("/metrics", metrics_route, methods=["GET"])
     add_wallet_routes(app, gw)
+    add_dashboard(app, gw)
     return app
