@@ -409,9 +409,11 @@ class DhtNode:
         ksize: int = 20,
         alpha: int = 3,
         rpc_timeout_s: float = 5.0,
+        listen_host: str = "",
     ) -> None:
         self.identity = identity
-        self.host, self.port = host, port
+        self.host, self.port = host, port  # what the credential advertises
+        self.listen_host = listen_host or host
         self.ksize, self.alpha = ksize, alpha
         self.rpc_timeout_s = rpc_timeout_s
         self.node = Node(dht_id_for(identity.public_key))
@@ -427,7 +429,7 @@ class DhtNode:
     async def listen(self) -> None:
         loop = asyncio.get_running_loop()
         transport, protocol = await loop.create_datagram_endpoint(
-            lambda: SignedProtocol(self, self.rpc_timeout_s), local_addr=(self.host, self.port)
+            lambda: SignedProtocol(self, self.rpc_timeout_s), local_addr=(self.listen_host, self.port)
         )
         self._transport = transport
         self.protocol = protocol

@@ -4,6 +4,7 @@ envelopes) and the client that dials peers; plus the in-node Peering service oth
 from __future__ import annotations
 
 import asyncio
+import shutil
 import logging
 import time
 from collections import Counter
@@ -103,6 +104,7 @@ class P2PNode:
         self._links.clear()
         if self._server is not None:
             await self._server.stop(grace=1.0)
+        shutil.rmtree(self.tls.client_files[0].parent, ignore_errors=True)
 
     @property
     def listening(self) -> bool:
