@@ -140,6 +140,7 @@ class SignedProtocol(RPCProtocol):
         self._verified: dict[bytes, float] = {}  # credential bytes -> expiry: signature checks are cached
         self.refused: Counter[str] = Counter()
         self._tasks: set[asyncio.Future[Any]] = set()
+        self._welcomed: set[bytes] = set()
 
     def spawn(self, coro: Any) -> None:
         """Run a coroutine in the background, keeping a reference until it finishes."""
@@ -194,7 +195,8 @@ class SignedProtocol(RPCProtocol):
         if datagram[:1] == b"\x00":
             await self._accept_request(msg_id, data, address)
         elif datagram[:1] == b"\x01":
-            self._accept_response(msg_id, data, address)
+            with contextlib.suppress(asyncio.InvalidStateError):  # the caller gave up (cancelled) already
+                self._accept_response(msg_id, data, address)
 
     async def _accept_request(self, msg_id: bytes, data: Any, address: tuple[str, int]) -> None:
         if not (isinstance(data, list) and len(data) == 2 and data[0] in self.RPCS and isinstance(data[1], list)):
@@ -329,6 +331,14 @@ class SignedProtocol(RPCProtocol):
     def welcome_if_new(self, node: Node) -> None:
         if not self.router.is_new_node(node):
             return
+        # kademlia pushes our keys to every node not in a bucket; a node that only made the replacement list
+        # stays "new" and would get every key again on every message (a store storm between full tables).
+        if node.id in self._welcomed:
+            self.router.add_contact(node)
+            return
+        if len(self._welcomed) > _CRED_CACHE:
+            self._welcomed.clear()
+        self._welcomed.add(node.id)
         for dkey, value in self.storage:
             keynode = Node(dkey)
             neighbors = self.router.find_neighbors(keynode)

@@ -454,7 +454,7 @@ class DiscoveryRoom(discovery_pb2_grpc.DiscoveryServicer):
         if addr.node_id:
             return addr.node_id
         for peer in self.peers.values():  # learned from the handshake when the address pinned no id
-            if any(parse(a).address == addr.address for a in peer.profile.addresses if peer.profile):
+            if peer.profile is not None and any(parse(a).address == addr.address for a in peer.profile.addresses):
                 return peer.node_id
         return ""
 

@@ -4,8 +4,8 @@ envelopes) and the client that dials peers; plus the in-node Peering service oth
 from __future__ import annotations
 
 import asyncio
-import shutil
 import logging
+import shutil
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable

@@ -52,7 +52,8 @@ class DevnetNode:
 
 def _free_ports(count: int) -> list[int]:
     """Ports free for both TCP and UDP right now (held open together so none is handed out twice)."""
-    held, ports = [], []
+    held: list[socket.socket] = []
+    ports: list[int] = []
     while len(ports) < count:
         tcp = socket.socket()
         tcp.bind(("127.0.0.1", 0))

@@ -66,7 +66,11 @@ def test_every_node_finds_every_model_provider(net) -> None:
     everyone = {n.node_id for n in nodes}
     for node in nodes:
         others = everyone - {node.node_id}
-        eventually(lambda node=node, others=others: ranked_ids(node) == others, what=f"node-{node.index} sees all")
+
+        def sees_all(node: devnet.DevnetNode = node, others: set[str] = others) -> bool:
+            return ranked_ids(node) == others
+
+        eventually(sees_all, what=f"node-{node.index} sees all")
     peers = cli("peers", "--home", nodes[2].home)
     assert {p["node_id"] for p in peers["peers"]} == everyone - {nodes[2].node_id}
     assert all(MODEL in p["models"] and p["price_micro_autom_per_1k"] == 100 for p in peers["peers"])
