@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -123,3 +124,22 @@ async def test_a_lookup_refuses_forged_values_a_malicious_node_returns(mesh, att
     assert asked[0] and not isinstance(asked[1], dict)  # answered, but no value survived validation
     assert reader.proto.refused[f"bad signature on record {good.key!r}"] == 1
     await _assert_good_record_kept(mesh, good)
+
+
+async def test_routing_table_and_records_survive_a_restart(mesh, tmp_path) -> None:
+    _, good = await _publish_honest(mesh)
+    node = mesh[2]
+    node.save(tmp_path / "state.pb")
+    port, ident = node.port, node.identity
+    node.stop()
+    await asyncio.sleep(0.05)  # the UDP socket closes on the next loop turn
+    again = DhtNode(ident, "127.0.0.1", port, rpc_timeout_s=1.0)
+    saved = again.load(tmp_path / "state.pb")
+    await again.listen()
+    try:
+        assert [r.seq for r in again.storage.records(dht_key(good.key))] == [2]
+        assert len(saved) >= 3
+        await again.bootstrap(saved)  # saved contacts re-enter only by answering with valid credentials
+        assert {c.port for c in again.contacts()} >= {n.port for n in mesh if n is not node}
+    finally:
+        again.stop()
