@@ -55,7 +55,9 @@ class ServiceContext:
     def instance(self) -> str:
         return f"{self.name}-{self.replica}-{os.getpid()}"
 
-    def base_health(self, status: int, detail: str = "", **fields: Any) -> common_pb2.HealthReply:
+    def base_health(
+        self, status: int, detail: str = "", **fields: Any
+    ) -> common_pb2.HealthReply:
         return common_pb2.HealthReply(
             status=status,  # type: ignore[arg-type]
             service=self.name,
