@@ -10,11 +10,13 @@ from collections.abc import Iterator
 import uvicorn
 from google.protobuf.descriptor import ServiceDescriptor
 
-from avadios.identity import load_or_create_api_key
+from avadios.identity import load_or_create, load_or_create_api_key
 from avadios.runtime import ServiceContext
-from avadios.transport import NatsChannel
-from avadios.v1 import common_pb2
+from avadios.transport import NatsChannel, Stub
+from avadios.v1 import common_pb2, discovery_pb2, p2p_pb2
 from services.gateway.app import Gateway, build_app
+from services.gateway.p2p import P2PNode, PeeringServicer
+from services.gateway.peers_api import add_peer_routes
 
 log = logging.getLogger("avadios.gateway")
 
@@ -27,7 +29,8 @@ class _Server(uvicorn.Server):
 
 
 class GatewayRoom:
-    descriptor: ServiceDescriptor | None = None  # the gateway serves HTTP (and later P2P), not an in-node NATS service
+    # Beside HTTP and P2P, the gateway serves Peering in the node: the only way other services reach peers.
+    descriptor: ServiceDescriptor | None = p2p_pb2.DESCRIPTOR.services_by_name["Peering"]
 
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
@@ -35,9 +38,12 @@ class GatewayRoom:
         # Beyond loopback the API is reachable by others: then every call needs the node's API key.
         api_key = None if config.api_is_local else load_or_create_api_key(config.home)
         self.gateway = Gateway(config, NatsChannel(ctx.nc), ctx.node_id, api_key)
+        self.p2p = _p2p_node(ctx)
+        app = build_app(self.gateway)
+        add_peer_routes(app, self.gateway, NatsChannel(ctx.nc))
         self._server = _Server(
             uvicorn.Config(
-                build_app(self.gateway),
+                app,
                 host=config.api_host,
                 port=config.api_port,
                 log_config=None,
@@ -56,9 +62,10 @@ class GatewayRoom:
 
     @property
     def servicer(self) -> object:
-        return None
+        return PeeringServicer(self.p2p, self.health)
 
     async def start(self) -> None:
+        await self.p2p.start()
         self._task = asyncio.create_task(self._serve())
 
     async def _serve(self) -> None:
@@ -70,7 +77,27 @@ class GatewayRoom:
         self._server.should_exit = True
         if self._task is not None:
             await self._task
+        await self.p2p.stop()
 
     def health(self) -> common_pb2.HealthReply:
         status = common_pb2.HealthReply.SERVING if self._server.started else common_pb2.HealthReply.LOADING
         return self.ctx.base_health(status, f"HTTP API on {self.ctx.config.api_url}")
+
+
+def _p2p_node(ctx: ServiceContext) -> P2PNode:
+    config = ctx.config
+    discovery = Stub(NatsChannel(ctx.nc), "discovery", discovery_pb2.DESCRIPTOR.services_by_name["Discovery"])
+
+    async def local_profile() -> discovery_pb2.SignedRecord:
+        reply: discovery_pb2.SignedRecord = await discovery.LocalProfile(discovery_pb2.LocalProfileRequest())
+        return reply
+
+    return P2PNode(
+        load_or_create(config.home),
+        config.p2p_host,
+        config.p2p_port,
+        local_profile,
+        max_body=config.p2p_max_body_bytes,
+        reply_delay_s=config.p2p_test_delay_ms / 1000,
+        run_dir=config.run_dir,
+    )

@@ -17,7 +17,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from avadios import __version__, cli_wallet, identity
+from avadios import __version__, cli_network, cli_wallet, identity
 from avadios.config import NodeConfig, load_config, parse_replicas, with_replicas
 from avadios.logs import JsonFormatter
 from avadios.supervisor import HomeInUse, PortInUse, Supervisor, read_node_file
@@ -110,7 +110,15 @@ async def _run_node(config: NodeConfig, supervisor: Supervisor) -> int:
 
 def cmd_up(args: argparse.Namespace) -> int:
     try:
-        config = _config(args, api_host=args.api_host, api_port=args.api_port, nats_port=args.nats_port)
+        bootstrap = tuple(args.bootstrap) if args.bootstrap else None
+        config = _config(
+            args,
+            api_host=args.api_host,
+            api_port=args.api_port,
+            nats_port=args.nats_port,
+            p2p_port=args.p2p_port,
+            bootstrap=bootstrap,
+        )
         replicas: dict[str, int] = {}
         for spec in args.replicas or []:
             replicas.update(parse_replicas(spec))
@@ -142,6 +150,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     table.add_row("dashboard / API", config.api_url)
     table.add_row("OpenAI base URL", config.api_url + "/v1")
     table.add_row("NATS", config.effective_nats_url)
+    table.add_row("P2P", f"/ip4/{config.advertised_host}/tcp/{config.p2p_port}/p2p/{node.node_id}")
     table.add_row("default model", str(model))
     table.add_row("logs", str(config.logs_dir))
     if not config.api_is_local:
@@ -315,6 +324,13 @@ def register_node_commands(commands: Commands) -> None:
     up.add_argument(
         "--nats-port", type=int, default=None, help="embedded NATS port (default 4222; env AVADIOS_NATS_PORT)"
     )
+    up.add_argument("--p2p-port", type=int, default=None, help="P2P gRPC port (default 4001; env AVADIOS_P2P_PORT)")
+    up.add_argument(
+        "--bootstrap",
+        action="append",
+        metavar="MULTIADDR",
+        help="join the network through this peer, e.g. /ip4/127.0.0.1/tcp/4001[/p2p/NODE_ID] (repeatable)",
+    )
     up.add_argument(
         "--replicas", action="append", metavar="SERVICE=N", help="processes of a service, e.g. inference=2 (repeatable)"
     )
@@ -329,7 +345,7 @@ def register_node_commands(commands: Commands) -> None:
 
 
 # Each command group registers its sub-commands here; later groups (network, wallet, …) add a line.
-COMMAND_GROUPS: list[Callable[[Commands], None]] = [register_node_commands, cli_wallet.register]
+COMMAND_GROUPS: list[Callable[[Commands], None]] = [register_node_commands, cli_network.register, cli_wallet.register]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,9 +9,11 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from avadios import multiaddr
+
 ENV_PREFIX = "AVADIOS_"
 CONFIG_FILE = "config.toml"
-SERVICES = ("cache", "ledger", "inference", "gateway")  # start order; the gateway comes last so it finds the others
+SERVICES = ("cache", "ledger", "inference", "discovery", "gateway")  # start order: the gateway last, to find the others
 
 
 def default_home() -> Path:
@@ -25,7 +27,7 @@ def parse_replicas(text: str) -> dict[str, int]:
         name, sep, count = part.partition("=")
         if not sep or name not in SERVICES:
             raise ValueError(f"bad replica setting {part!r}: expected SERVICE=N with SERVICE in {', '.join(SERVICES)}")
-        if name in ("cache", "ledger", "gateway"):
+        if name in ("cache", "ledger", "discovery", "gateway"):
             raise ValueError(f"{name} runs as a single process (it owns a port or a RocksDB); only inference scales")
         try:
             n = int(count)
@@ -58,6 +60,28 @@ class NodeConfig:
     max_body_bytes: int = 1 << 20
     request_timeout_s: float = 300.0
     log_level: str = "INFO"
+    # Between nodes: the P2P gRPC service (TCP) and the DHT (UDP). Peers are told advertise_host
+    # (empty = p2p_host, or 127.0.0.1 when that is a wildcard).
+    p2p_host: str = "127.0.0.1"
+    p2p_port: int = 4001
+    dht_port: int = 4002
+    advertise_host: str = ""
+    # Multiaddrs to join through: /ip4/H/tcp/P, optionally followed by /p2p/<node id> (comma-separated in env).
+    bootstrap: tuple[str, ...] = ()
+    price_micro_autom_per_1k: int = 100
+    # Routing score weights and the reliability below which a peer gets no work (services/discovery/routing.py).
+    route_weight_rtt: float = 0.3
+    route_weight_reliability: float = 0.4
+    route_weight_price: float = 0.2
+    route_weight_load: float = 0.1
+    reliability_floor: float = 0.3
+    profile_ttl_s: float = 3600.0  # profiles and provider entries are re-published at half this
+    ping_interval_s: float = 30.0
+    dead_after_failures: int = 3  # consecutive failed pings before a peer is dropped
+    dht_rpc_timeout_s: float = 5.0
+    p2p_max_body_bytes: int = 1 << 20
+    # Tests only: delay every P2P reply by this much, to give one node a larger RTT than another.
+    p2p_test_delay_ms: int = 0
 
     @property
     def effective_nats_url(self) -> str:
@@ -84,18 +108,31 @@ class NodeConfig:
     def api_is_local(self) -> bool:
         return self.api_host in ("127.0.0.1", "localhost", "::1")
 
+    @property
+    def advertised_host(self) -> str:
+        if self.advertise_host:
+            return self.advertise_host
+        return "127.0.0.1" if self.p2p_host in ("0.0.0.0", "::") else self.p2p_host
+
     def replicas(self, service: str) -> int:
         return self.inference_replicas if service == "inference" else 1
 
     def to_env(self) -> dict[str, str]:
         """The whole effective config as AVADIOS_* variables, so child processes see exactly this."""
-        return {ENV_PREFIX + f.name.upper(): str(getattr(self, f.name)) for f in fields(self)}
+        return {ENV_PREFIX + f.name.upper(): _env_text(getattr(self, f.name)) for f in fields(self)}
+
+
+def _env_text(value: Any) -> str:
+    return ",".join(value) if isinstance(value, tuple) else str(value)
 
 
 def _coerce(name: str, raw: Any, kind: type) -> Any:
     try:
         if kind is Path:
             return Path(str(raw)).expanduser()
+        if kind is tuple:
+            items = raw.split(",") if isinstance(raw, str) else list(raw)
+            return tuple(str(i).strip() for i in items if str(i).strip())
         if kind is bool:
             return str(raw).lower() in ("1", "true", "yes")
         return kind(raw)
@@ -119,6 +156,23 @@ _TYPES: dict[str, type] = {
     "max_body_bytes": int,
     "request_timeout_s": float,
     "log_level": str,
+    "p2p_host": str,
+    "p2p_port": int,
+    "dht_port": int,
+    "advertise_host": str,
+    "bootstrap": tuple,
+    "price_micro_autom_per_1k": int,
+    "route_weight_rtt": float,
+    "route_weight_reliability": float,
+    "route_weight_price": float,
+    "route_weight_load": float,
+    "reliability_floor": float,
+    "profile_ttl_s": float,
+    "ping_interval_s": float,
+    "dead_after_failures": int,
+    "dht_rpc_timeout_s": float,
+    "p2p_max_body_bytes": int,
+    "p2p_test_delay_ms": int,
 }
 
 
@@ -147,10 +201,14 @@ def load_config(overrides: Mapping[str, Any] | None = None, env: Mapping[str, st
 
 
 def _check_ports(config: NodeConfig) -> None:
-    for name in ("api_port", "nats_port"):
+    for name in ("api_port", "nats_port", "p2p_port", "dht_port"):
         port = getattr(config, name)
         if not 1 <= port <= 65535:
             raise ValueError(f"{name} {port} is not a TCP port (1-65535)")
+    for text in config.bootstrap:
+        multiaddr.parse(text)  # raises ValueError naming what is wrong
+    if config.price_micro_autom_per_1k < 0:
+        raise ValueError("price_micro_autom_per_1k must not be negative")
     if config.inference_replicas < 1:
         raise ValueError("inference_replicas must be at least 1")
 

@@ -48,14 +48,16 @@ def nats_server_binary() -> str:
     return found
 
 
-def check_port_free(host: str, port: int, what: str) -> None:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+def check_port_free(host: str, port: int, what: str, udp: bool = False) -> None:
+    kind = socket.SOCK_DGRAM if udp else socket.SOCK_STREAM
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, kind) as s:
+        if not udp:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError as exc:
             raise PortInUse(
-                f"port {port} on {host} ({what}) is already in use: {exc.strerror}. "
+                f"{'UDP' if udp else 'TCP'} port {port} on {host} ({what}) is already in use: {exc.strerror}. "
                 f"Stop whatever uses it or pick another port"
             ) from None
 
@@ -107,6 +109,8 @@ class Supervisor:
                 f"a node is already running with home {self.config.home}; stop it first or use another --home"
             ) from None
         check_port_free(self.config.api_host, self.config.api_port, "HTTP API, --api-port / AVADIOS_API_PORT")
+        check_port_free(self.config.p2p_host, self.config.p2p_port, "P2P, --p2p-port / AVADIOS_P2P_PORT")
+        check_port_free(self.config.p2p_host, self.config.dht_port, "DHT, AVADIOS_DHT_PORT", udp=True)
         if self.embedded_nats:
             check_port_free(self.config.nats_host, self.config.nats_port, "NATS, --nats-port / AVADIOS_NATS_PORT")
 

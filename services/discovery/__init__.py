@@ -1,0 +1,1 @@
+"""The discovery service: signed Kademlia DHT, capability profiles, peers and routing."""

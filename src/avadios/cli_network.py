@@ -1,0 +1,208 @@
+"""The network commands: `avadios peers`, `avadios route`, `avadios devnet`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import httpx
+from rich.table import Table
+
+from avadios import devnet
+
+
+def _cli() -> ModuleType:
+    # avadios.cli imports this module to register the commands; import it back only when a command runs.
+    return importlib.import_module("avadios.cli")
+
+
+def _ago(unix: int) -> str:
+    if not unix:
+        return "never"
+    seconds = max(0, int(time.time()) - unix)
+    return f"{seconds} s ago" if seconds < 120 else f"{seconds // 60} min ago"
+
+
+def _call(args: argparse.Namespace, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
+    """Call the running node's HTTP API; (exit code, JSON body or None)."""
+    cli = _cli()
+    config = cli._config(args)
+    if cli.read_node_file(config) is None:
+        return cli._not_running(config, args.json), None
+    client, _ = cli._client(config, timeout=60.0)
+    with client:
+        try:
+            reply = client.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            cli.console.print(f"[red]error:[/] the node's API did not answer: {exc}")
+            return 1, None
+    body = reply.json()
+    if reply.status_code != 200:
+        if args.json:
+            cli._emit_json(body)
+        else:
+            cli.console.print(f"[red]error {reply.status_code}:[/] {body['error']['message']}")
+        return 1, None
+    return 0, body
+
+
+# ---- peers ----------------------------------------------------------------------------------------------
+
+
+def cmd_peers(args: argparse.Namespace) -> int:
+    cli = _cli()
+    if args.action == "add":
+        if not args.target:
+            cli.console.print("[red]error:[/] name the peer: avadios peers add /ip4/H/tcp/P[/p2p/NODE_ID]")
+            return cli.EXIT_USAGE
+        code, body = _call(args, "POST", "/api/peers", json={"multiaddr": args.target})
+    elif args.action == "remove":
+        if not args.target:
+            cli.console.print("[red]error:[/] name the peer: avadios peers remove NODE_ID")
+            return cli.EXIT_USAGE
+        code, body = _call(args, "DELETE", f"/api/peers/{args.target}")
+    else:
+        code, body = _call(args, "GET", "/api/peers")
+    if body is None:
+        return code
+    if args.json:
+        cli._emit_json(body)
+        return 0
+    if args.action in ("add", "remove"):
+        verb = "added" if args.action == "add" else "removed"
+        cli.console.print(f"{verb} bootstrap peer [bold]{body['node_id']}[/]")
+        for addr in body["bootstrap"]:
+            cli.console.print(f"  {addr}")
+        return 0
+    cli.console.print(f"node [bold]{body['node_id']}[/]  DHT {body['dht_address']}")
+    table = Table("node id", "addresses", "RTT", "reliability", "models", "price /1k tok", "last seen")
+    for p in body["peers"]:
+        table.add_row(
+            p["node_id"][:16] + ("…" if not p["bootstrap"] else "… (bootstrap)"),
+            "\n".join(p["addresses"]),
+            f"{p['rtt_ms']:.1f} ms" if p["rtt_ms"] else "-",
+            f"{p['reliability']:.2f}",
+            ", ".join(p["models"]),
+            f"{p['price_micro_autom_per_1k']} µAUTOM",
+            _ago(p["last_seen_unix"]),
+        )
+    cli.console.print(table)
+    return 0
+
+
+# ---- route ----------------------------------------------------------------------------------------------
+
+
+def cmd_route(args: argparse.Namespace) -> int:
+    cli = _cli()
+    code, body = _call(args, "GET", f"/api/route/{args.model}")
+    if body is None:
+        return code
+    if args.json:
+        cli._emit_json(body)
+        return 0
+    cli.console.print(f"providers of [bold]{body['model']}[/], best first")
+    cli.console.print(f"[dim]{body['formula']}[/]")
+    table = Table("#", "node id", "score", "RTT", "reliability", "price /1k tok", "load", "why")
+    for i, c in enumerate(body["ranked"], 1):
+        parts = c["parts"]
+        why = (
+            f"rtt {parts['rtt']:.3f} + rel {parts['reliability']:.3f} + price {parts['price']:.3f} "
+            f"+ load {parts['load']:.3f}"
+        )
+        table.add_row(
+            str(i),
+            c["node_id"][:16] + "…",
+            f"{c['score']:.3f}",
+            f"{c['rtt_ms']:.1f} ms",
+            f"{c['reliability']:.2f}",
+            str(c["price_micro_autom_per_1k"]),
+            f"{c['load']:.2f}",
+            why,
+        )
+    for c in body["excluded"]:
+        table.add_row("-", c["node_id"][:16] + "…", "", "", f"{c['reliability']:.2f}", "", "", c["excluded"])
+    cli.console.print(table)
+    return 0
+
+
+# ---- devnet ---------------------------------------------------------------------------------------------
+
+
+def _settings(pairs: list[str] | None) -> dict[str, Any]:
+    settings: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ValueError(f"bad --set {pair!r}: expected KEY=VALUE, e.g. ping_interval_s=1")
+        try:
+            settings[key.strip()] = int(value)
+        except ValueError:
+            try:
+                settings[key.strip()] = float(value)
+            except ValueError:
+                settings[key.strip()] = value
+    return settings
+
+
+def cmd_devnet(args: argparse.Namespace) -> int:
+    cli = _cli()
+    directory = Path(args.dir).expanduser().resolve()
+    try:
+        if args.action == "up":
+            with cli.console.status(f"starting {args.nodes} nodes in {directory}…"):
+                devnet.up(directory, args.nodes, Path(args.model) if args.model else None, _settings(args.set))
+        elif args.action == "down":
+            devnet.down(directory)
+        elif args.action in ("stop", "start"):
+            if args.node is None:
+                cli.console.print(f"[red]error:[/] devnet {args.action} needs --node I")
+                return cli.EXIT_USAGE
+            node = devnet.node_of(directory, args.node)
+            if args.action == "stop":
+                devnet.stop(node, kill=args.kill)
+            else:
+                devnet.start(node)
+                devnet.wait_healthy([node])
+    except devnet.DevnetError as exc:
+        cli.console.print(f"[red]error:[/] {exc}")
+        return 1
+    if args.action == "down":
+        if args.json:
+            cli._emit_json({"stopped": str(directory)})
+        return 0
+    rows = devnet.status(directory)
+    if args.json:
+        cli._emit_json({"dir": str(directory), "nodes": rows})
+        return 0
+    table = Table("node", "node id", "API", "P2P multiaddr", "health", "home")
+    for r in rows:
+        health = r["health"] if r["health"] != "ok" else f"ok, discovery {r['discovery']}"
+        table.add_row(str(r["index"]), r["node_id"][:16] + "…", r["api_url"], r["p2p"], health, r["home"])
+    cli.console.print(table)
+    return 0
+
+
+def register(commands: Any) -> None:
+    add_command = _cli().add_command
+    peers = add_command(commands, "peers", cmd_peers, "list known peers, or add/remove a bootstrap peer", True)
+    peers.add_argument("action", nargs="?", choices=["list", "add", "remove"], default="list")
+    peers.add_argument("target", nargs="?", help="add: a multiaddr /ip4/H/tcp/P[/p2p/ID]; remove: a node id")
+    route = add_command(commands, "route", cmd_route, "rank the providers of a model, and why", True)
+    route.add_argument("model", help="model name")
+    dev = add_command(
+        commands, "devnet", cmd_devnet, "run N full nodes on 127.0.0.1 for development and tests", json_flag=True
+    )
+    dev.add_argument("action", choices=["up", "status", "stop", "start", "down"])
+    dev.add_argument("--dir", required=True, help="devnet directory (node homes DIR/node-1 … DIR/node-N)")
+    dev.add_argument("--nodes", type=int, default=3, help="up: how many nodes (default 3)")
+    dev.add_argument("--node", type=int, default=None, help="stop/start: which node (1-based)")
+    dev.add_argument("--kill", action="store_true", help="stop: SIGKILL the node and its processes (a crash)")
+    dev.add_argument("--model", default=None, help="up: GGUF every node serves (default: a generated tiny model)")
+    dev.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="up: a config.toml setting for every node (repeatable)"
+    )

@@ -1,0 +1,273 @@
+"""`avadios devnet`: N full nodes on 127.0.0.1, each with its own home, NATS, services and ports, started in
+the background and bootstrapped in a chain (node i knows only node i-1 at first). State in DIR/devnet.json."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from avadios import identity
+from avadios.config import CONFIG_FILE
+from avadios.supervisor import NODE_FILE
+
+STATE_FILE = "devnet.json"
+MODEL_NAME = "devnet-tiny"
+HEALTH_TIMEOUT_S = 180.0
+STOP_TIMEOUT_S = 20.0
+
+
+class DevnetError(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class DevnetNode:
+    index: int
+    home: str
+    node_id: str
+    api_port: int
+    nats_port: int
+    p2p_port: int
+    dht_port: int
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def multiaddr(self) -> str:
+        return f"/ip4/127.0.0.1/tcp/{self.p2p_port}/p2p/{self.node_id}"
+
+
+def _free_ports(count: int) -> list[int]:
+    """Ports free for both TCP and UDP right now (held open together so none is handed out twice)."""
+    held: list[socket.socket] = []
+    ports: list[int] = []
+    while len(ports) < count:
+        tcp = socket.socket()
+        tcp.bind(("127.0.0.1", 0))
+        port = tcp.getsockname()[1]
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            udp.bind(("127.0.0.1", port))
+        except OSError:
+            tcp.close()
+            udp.close()
+            continue
+        held += [tcp, udp]
+        ports.append(port)
+    for s in held:
+        s.close()
+    return ports
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(str(value))
+
+
+def load(directory: Path) -> list[DevnetNode]:
+    try:
+        data = json.loads((directory / STATE_FILE).read_text())
+    except FileNotFoundError:
+        raise DevnetError(f"no devnet in {directory}: start one with `avadios devnet up --dir {directory}`") from None
+    return [DevnetNode(**n) for n in data["nodes"]]
+
+
+def _save(directory: Path, nodes: list[DevnetNode]) -> None:
+    (directory / STATE_FILE).write_text(json.dumps({"nodes": [asdict(n) for n in nodes]}, indent=2))
+
+
+def _child_env() -> dict[str, str]:
+    # The node's config.toml decides; a stray AVADIOS_* in the caller's environment must not override it.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AVADIOS_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def supervisor_pid(node: DevnetNode) -> int | None:
+    try:
+        state = json.loads((Path(node.home) / "run" / NODE_FILE).read_text())
+        pid = int(state["pid"])
+        os.kill(pid, 0)
+    except (FileNotFoundError, json.JSONDecodeError, KeyError, ValueError, ProcessLookupError):
+        return None
+    return pid
+
+
+def create_node(
+    directory: Path,
+    index: int,
+    model: Path,
+    bootstrap: list[str],
+    settings: dict[str, Any],
+) -> DevnetNode:
+    """Make a node home with its own ports and config.toml (not started)."""
+    home = directory / f"node-{index}"
+    home.mkdir(parents=True, exist_ok=True)
+    api, nats, p2p, dht = _free_ports(4)
+    config = {
+        "api_port": api,
+        "nats_port": nats,
+        "p2p_port": p2p,
+        "dht_port": dht,
+        "bootstrap": bootstrap,
+        "default_model_path": str(model),
+        "inference_threads": 1,
+        "context_length": 512,
+        **settings,
+    }
+    (home / CONFIG_FILE).write_text("".join(f"{k} = {_toml_value(v)}\n" for k, v in config.items()))
+    node_id = identity.load_or_create(home).node_id
+    return DevnetNode(index, str(home), node_id, api, nats, p2p, dht)
+
+
+def start(node: DevnetNode) -> int:
+    """Start the node's `avadios up` in the background; returns its pid."""
+    if supervisor_pid(node) is not None:
+        raise DevnetError(f"node {node.index} is already running")
+    log = (Path(node.home) / "devnet.log").open("ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "avadios.cli", "up", "--home", node.home],
+        env=_child_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+    )
+    log.close()
+    return proc.pid
+
+
+def health(node: DevnetNode, timeout: float = 2.0) -> dict[str, Any]:
+    """{"status": ok|loading|unavailable|down, "discovery": serving|loading|…}"""
+    try:
+        reply = httpx.get(node.api_url + "/health", timeout=timeout)
+        body = reply.json()
+    except (httpx.HTTPError, ValueError):
+        return {"status": "down", "discovery": "down"}
+    discovery = body.get("services", {}).get("discovery") or [{"status": "down"}]
+    return {"status": body.get("status", "unknown"), "discovery": discovery[0].get("status", "unknown")}
+
+
+def healthy(node: DevnetNode) -> bool:
+    h = health(node)
+    return h["status"] == "ok" and h["discovery"] == "serving"
+
+
+def wait_healthy(nodes: list[DevnetNode], timeout: float = HEALTH_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout
+    pending = list(nodes)
+    while pending:
+        pending = [n for n in pending if not healthy(n)]
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            names = ", ".join(f"node-{n.index}" for n in pending)
+            raise DevnetError(f"{names} not healthy after {timeout:.0f} s; see the logs under each home")
+        time.sleep(0.25)
+
+
+def up(directory: Path, count: int, model: Path | None, settings: dict[str, Any]) -> list[DevnetNode]:
+    directory = directory.resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    if (directory / STATE_FILE).exists() and any(supervisor_pid(n) for n in load(directory)):
+        raise DevnetError(f"a devnet is already running in {directory}: `avadios devnet down --dir {directory}` first")
+    if model is None:
+        from avadios.testing.tiny_gguf import write_tiny_gguf
+
+        model = directory / f"{MODEL_NAME}.gguf"
+        if not model.exists():
+            write_tiny_gguf(model)
+    nodes: list[DevnetNode] = []
+    for index in range(1, count + 1):
+        bootstrap = [nodes[-1].multiaddr] if nodes else []
+        nodes.append(create_node(directory, index, model.resolve(), bootstrap, settings))
+    _save(directory, nodes)
+    for node in nodes:
+        start(node)
+    wait_healthy(nodes)
+    return nodes
+
+
+def node_of(directory: Path, index: int) -> DevnetNode:
+    for node in load(directory):
+        if node.index == index:
+            return node
+    raise DevnetError(f"no node {index} in the devnet in {directory}")
+
+
+def stop(node: DevnetNode, kill: bool = False) -> None:
+    """SIGTERM: the node stops its services in order. SIGKILL (`kill`): the node and every process it started
+    die at once, as in a crash."""
+    pid = supervisor_pid(node)
+    if pid is None:
+        return
+    pids = [pid]
+    if kill:
+        with contextlib.suppress(Exception):
+            state = json.loads((Path(node.home) / "run" / NODE_FILE).read_text())
+            pids += [p["pid"] for p in state["processes"].values() if p.get("pid")]
+    for p in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p, signal.SIGKILL if kill else signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.05)
+    if kill:
+        with contextlib.suppress(FileNotFoundError):
+            (Path(node.home) / "run" / NODE_FILE).unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with contextlib.suppress(Exception):  # a zombie of ours counts as gone
+        waited, _ = os.waitpid(pid, os.WNOHANG)
+        if waited == pid:
+            return False
+    return True
+
+
+def down(directory: Path) -> None:
+    for node in load(directory):
+        stop(node)
+
+
+def status(directory: Path) -> list[dict[str, Any]]:
+    out = []
+    for node in load(directory):
+        running = supervisor_pid(node) is not None
+        h = health(node) if running else {"status": "stopped", "discovery": "stopped"}
+        out.append(
+            {
+                "index": node.index,
+                "home": node.home,
+                "node_id": node.node_id,
+                "api_url": node.api_url,
+                "p2p": node.multiaddr,
+                "dht": f"/ip4/127.0.0.1/udp/{node.dht_port}",
+                "running": running,
+                "health": h["status"],
+                "discovery": h["discovery"],
+            }
+        )
+    return out

@@ -1,0 +1,1 @@
+"""Helpers for tests and local networks (tiny models); nothing here runs in a production node."""
