@@ -23,7 +23,7 @@ def add_dashboard(app: FastAPI, gw: Gateway) -> None:
     async def home(request: Request) -> HTMLResponse:
         state, services = gw.board.summary()
         rows = "".join(
-            f"<tr><td>{escape(s['service'])}</td><td>{s['replica']}</td><td>{s['pid']}</td>"
+            f"<tr><td>{escape(str(s['service']))}</td><td>{s['replica']}</td><td>{s['pid']}</td>"
             f"<td class='{escape(str(s['status']))}'>{escape(str(s['status']))}</td><td>{s['requests_served']}</td>"
             f"<td>{escape(str(s['loaded_model'] or s['detail']))}</td></tr>"
             for group in services.values()

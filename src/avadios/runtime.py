@@ -138,12 +138,6 @@ async def serve(name: str, factory: RoomFactory) -> None:
 
 
 def main(name: str, factory: RoomFactory) -> None:
-    # uvloop (installed with uvicorn[standard]) roughly halves the per-message cost of NATS and HTTP.
-    try:
-        import uvloop
-
-        run: Callable[[Awaitable[None]], None] = uvloop.run  # type: ignore[assignment]
-    except ImportError:
-        run = asyncio.run  # type: ignore[assignment]
+    # Plain asyncio, not uvloop: grpc.aio (the gateway's P2P side) hangs on outgoing calls under uvloop here.
     with contextlib.suppress(KeyboardInterrupt):
-        run(serve(name, factory))
+        asyncio.run(serve(name, factory))
