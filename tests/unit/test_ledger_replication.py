@@ -133,8 +133,8 @@ def test_votes_from_strangers_and_bad_signatures_are_ignored(net3: Network) -> N
     a, b = net3.wallets
     n0 = net3.replicas[0]
     digest, _ = n0.submit(send(net3, n0, a, b, 5))
-    stranger = make_vote(SigningKey.generate(), digest, True, net3.clock(), net3.network)
-    forged = make_vote(SigningKey.generate(), digest, True, net3.clock(), net3.network)
+    stranger = make_vote(SigningKey.generate(), [digest], True, net3.clock(), net3.network)
+    forged = make_vote(SigningKey.generate(), [digest], True, net3.clock(), net3.network)
     forged.representative = net3.replicas[1].self_rep  # claims a real representative, signed by another key
     for vote in (stranger, forged):
         n0.on_gossip(ledger_pb2.LedgerGossip(vote=vote))
@@ -150,7 +150,7 @@ def test_a_representative_cannot_sign_two_final_votes_in_one_slot(net3: Network)
     n0.on_gossip(ledger_pb2.LedgerGossip(block=two))
     d2 = next(d for d in n0.elections[(a.account, tip.head)].candidates if d != d1)
     key = net3.keys[1]
-    n0.on_gossip(ledger_pb2.LedgerGossip(vote=make_vote(key, d2, True, net3.clock(), net3.network)))
-    n0.on_gossip(ledger_pb2.LedgerGossip(vote=make_vote(key, d1, True, net3.clock(), net3.network)))
+    n0.on_gossip(ledger_pb2.LedgerGossip(vote=make_vote(key, [d2], True, net3.clock(), net3.network)))
+    n0.on_gossip(ledger_pb2.LedgerGossip(vote=make_vote(key, [d1], True, net3.clock(), net3.network)))
     assert n0.equivocations == 1
     assert not n0.ledger.has_block(d1), "the second final vote does not count"
