@@ -106,8 +106,8 @@ def _need(condition: bool, what: str) -> None:
 
 def _unused(block: Block, fields: Iterable[str]) -> None:
     for name in fields:
-        value = getattr(block, name)
-        _need(not value, f"a {KIND_NAMES[block.kind]} block must leave '{name}' empty")
+        if getattr(block, name):
+            raise MalformedBlock(f"a {KIND_NAMES[block.kind]} block must leave '{name}' empty")
 
 
 _ALL_OPTIONAL = ("destination", "amount", "source", "request_id", "expires_at_ms", "payees", "price_cap", "payouts")
@@ -118,6 +118,8 @@ _USES = {
     SETTLE: {"source", "payouts"},
     REFUND: {"source"},
 }
+# computed once: check_shape runs for every block at the door
+_UNUSED = {kind: tuple(f for f in _ALL_OPTIONAL if f not in uses) for kind, uses in _USES.items()}
 
 
 def check_shape(block: Block) -> None:
@@ -132,7 +134,7 @@ def check_shape(block: Block) -> None:
     _need(block.balance <= MAX_AMOUNT, f"balance {block.balance} overflows the ledger's limit")
     _need(block.timestamp_ms > 0, "timestamp_ms is required")
     uses = _USES[block.kind]
-    _unused(block, (f for f in _ALL_OPTIONAL if f not in uses))
+    _unused(block, _UNUSED[block.kind])
     if "amount" in uses:
         _need(0 < block.amount <= MAX_AMOUNT, f"amount must be between 1 and {MAX_AMOUNT} micro-AUTOM")
     if block.kind == SEND:
