@@ -187,7 +187,7 @@ def test_a_tampered_hash_list_fails_verification(net3: Network) -> None:
     good = make_vote(key, [d1, other], True, net3.clock(), net3.network)
     verify_vote(good, net3.network)
 
-    def tampered(change: Callable[[ledger_pb2.LedgerVote], None]) -> ledger_pb2.LedgerVote:
+    def tampered(change: Callable[[ledger_pb2.LedgerVote], object]) -> ledger_pb2.LedgerVote:
         vote = ledger_pb2.LedgerVote()
         vote.CopyFrom(good)
         change(vote)

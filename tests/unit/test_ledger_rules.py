@@ -354,7 +354,7 @@ def test_a_node_alone_writes_one_turns_blocks_with_one_vote_per_32(tmp_path: Pat
     try:
         solo.replica = Replica(solo.ledger, solo.rep, clock=solo.clock, schedule_flush=lambda: None)
         a, b = solo.wallets
-        tip, digests = solo.tip(a), []
+        tip, digests = solo.tip(a), list[bytes]()
         for _ in range(MAX_VOTE_HASHES + 8):  # a chain that grows before any of it is written
             block = a.send(tip, b.account, 1, solo.network, solo.clock.advance(1))
             digest, confirmed = solo.replica.submit(block)
