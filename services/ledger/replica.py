@@ -13,6 +13,11 @@ Voting (Nano's open representative voting, two-phase):
   normal vote to the candidate with the most weight (ties: lowest hash), so the split converges.
 Two final quorums of one slot would need a representative to sign two final votes: an honest one never does.
 Quorum: weight > 2/3 of max(online weight, floor% of all weight), online = voted within ONLINE_WINDOW_MS.
+
+One vote signs up to MAX_VOTE_HASHES block hashes and counts for each of them on its own (a `Ballot`). Our own
+votes wait in an outbox until `flush` signs them: a replica under load signs one vote per batch of blocks, not
+one per block. A node whose own weight is a quorum stages each valid block in the ledger (later blocks may build
+on it at once) and `flush` writes the staged blocks with one final vote in one write batch.
 """
 
 from __future__ import annotations
@@ -26,12 +31,11 @@ from typing import Protocol, TypeAlias
 from nacl.signing import SigningKey
 
 from avadios.ledger.address import short
-from avadios.ledger.block import RECEIVE, Block, Vote, make_vote, verify_block, verify_vote
+from avadios.ledger.block import MAX_VOTE_HASHES, RECEIVE, Block, Vote, make_vote, verify_block, verify_vote
 from avadios.ledger.errors import (
     BadVote,
     LedgerError,
     NothingPending,
-    ReplayedBlock,
     UnknownHold,
     UnknownPredecessor,
 )
@@ -68,17 +72,25 @@ class NoGossip:
         pass
 
 
+@dataclass(frozen=True, slots=True)
+class Ballot:
+    """One block's share of a vote: a vote may cover many blocks and counts for each on its own."""
+
+    block_hash: bytes
+    vote: Vote
+
+
 @dataclass(slots=True)
 class Election:
     account: bytes
     previous: bytes
     started_ms: int
     candidates: dict[bytes, Block] = field(default_factory=dict)
-    # each candidate's checked effects and the confirmed count they were computed at: reused when nothing
-    # was confirmed since, recomputed otherwise (another account's block may have changed a payee's record)
+    # each candidate's checked effects and the ledger version they were computed at: reused when nothing was
+    # written or staged since, recomputed otherwise (another account's block may have changed a payee's record)
     checked: dict[bytes, tuple[int, Checked]] = field(default_factory=dict)
-    normal: dict[bytes, Vote] = field(default_factory=dict)  # representative -> latest normal vote
-    final: dict[bytes, Vote] = field(default_factory=dict)  # representative -> its one final vote
+    normal: dict[bytes, Ballot] = field(default_factory=dict)  # representative -> latest normal vote
+    final: dict[bytes, Ballot] = field(default_factory=dict)  # representative -> its one final vote
     own_vote: bytes | None = None
     own_final: bytes | None = None
     voted_ms: int = 0
@@ -98,6 +110,7 @@ class Replica:
         representative: SigningKey | None,
         gossip: Gossip | None = None,
         clock: Callable[[], int] = now_ms,
+        schedule_flush: Callable[[], None] | None = None,
     ) -> None:
         self.ledger = ledger
         self.genesis = ledger.genesis
@@ -116,6 +129,17 @@ class Replica:
         self._stray_votes: OrderedDict[bytes, list[Vote]] = OrderedDict()
         self._listeners: list[Callable[[bytes, bool], None]] = []
         self.equivocations = 0
+        # Own votes wait here until `flush` signs them. Without a scheduler every entry point flushes before it
+        # returns (tests and tools: one signature per call). The service passes one that runs `flush` at the
+        # event loop's next turn instead: every block that arrived during a turn shares one signature, and a
+        # lone block still gets its vote in the very next turn. No timer: a batching window would add its whole
+        # length to an idle node's latency, while the loop turn costs microseconds and grows with the load.
+        self._schedule = schedule_flush
+        self._flush_scheduled = False
+        self._flushing = False
+        self._outbox_normal: dict[tuple[bytes, bytes], tuple[Election, bytes]] = {}
+        self._outbox_final: dict[tuple[bytes, bytes], tuple[Election, bytes]] = {}
+        self.votes_signed = 0
 
     # ---- weights and quorum ----------------------------------------------------------------------------
 
@@ -156,13 +180,13 @@ class Replica:
         """A block from a local client: validated (raising the reason), voted on, gossiped.
         Returns (hash, confirmed)."""
         digest = verify_block(block, self.network)
-        existing = self._by_hash.get(digest)
-        if existing is not None:
+        if self.is_unconfirmed(digest):
             return digest, False
-        if self.ledger.has_block(digest):
-            raise ReplayedBlock(f"block {digest.hex()[:16]} is already confirmed")
-        self._admit(block, digest)
-        return digest, self.ledger.has_block(digest)
+        try:
+            self._admit(block, digest)  # the ledger's check refuses a block it already has (ReplayedBlock)
+        finally:
+            self._settle()
+        return digest, not self.is_unconfirmed(digest) and self.ledger.has_block(digest)
 
     def on_gossip(self, item: Gossiped) -> None:
         """A peer's block or vote: bad ones are logged and dropped, never raised to the transport."""
@@ -173,10 +197,12 @@ class Replica:
                 self.on_vote(item.vote)
         except LedgerError as exc:
             log.info("refused gossip: %s", exc.message, extra={"reason": exc.reason})
+        finally:
+            self._settle()
 
     def on_block(self, block: Block) -> None:
         digest = verify_block(block, self.network)
-        if digest in self._by_hash or self.ledger.has_block(digest):
+        if digest in self._by_hash or self.ledger.knows(digest):
             return
         try:
             self._admit(block, digest)
@@ -191,32 +217,130 @@ class Replica:
     def on_vote(self, vote: Vote) -> None:
         if not self._weights_of(vote.representative):
             raise BadVote(f"{short(vote.representative)} is not a representative of this network")
-        verify_vote(vote, self.network)
+        verify_vote(vote, self.network)  # once for the whole batch; every hash in it is then one ballot
         self._last_seen[vote.representative] = max(self._last_seen.get(vote.representative, 0), self.clock())
-        election = self._by_hash.get(vote.block_hash)
-        if election is None:
-            if not self.ledger.has_block(vote.block_hash):
-                self._remember(self._stray_votes, vote.block_hash, vote, MAX_STRAY_VOTES)
-            return
-        self._record_vote(election, vote)
-        self._evaluate(election)
+        touched: dict[tuple[bytes, bytes], Election] = {}
+        for digest in vote.block_hashes:
+            election = self._by_hash.get(digest)
+            if election is None:
+                if not self.ledger.knows(digest):  # not here yet: kept until the block arrives
+                    self._remember(self._stray_votes, digest, vote, MAX_STRAY_VOTES)
+                continue
+            self._record_vote(election, Ballot(digest, vote))
+            touched[(election.account, election.previous)] = election
+        for election in touched.values():
+            if self._live(election):
+                self._evaluate(election)
 
     def tick(self) -> None:
         """Called now and then: re-vote in elections a fork has stalled, and repeat our votes for peers
         that may have missed them."""
         now = self.clock()
-        for election in list(self.elections.values()):
-            if now - election.voted_ms < REVOTE_AFTER_MS or election.own_final is not None:
+        try:
+            for election in list(self.elections.values()):
+                if not self._live(election):
+                    continue
+                if now - election.voted_ms < REVOTE_AFTER_MS or election.own_final is not None:
+                    continue
+                if self.key is not None and election.own_vote is not None:
+                    leader = self._leader(election)
+                    if leader != election.own_vote:
+                        log.info("re-voting in a split election", extra={"account": short(election.account)})
+                    self._vote(election, leader, final=False)
+                for block in election.candidates.values():
+                    self._broadcast_block(block)
+                election.voted_ms = now
+                self._evaluate(election)
+        finally:
+            self._settle()
+
+    # ---- own votes: queued, then signed in batches -------------------------------------------------------
+
+    def has_unsigned(self) -> bool:
+        """Own votes waiting for `flush` (and, on a node alone, staged blocks waiting for their final vote)."""
+        return bool(self._outbox_final or self._outbox_normal or self.ledger.staged)
+
+    def flush(self) -> int:
+        """Sign every queued own vote, MAX_VOTE_HASHES blocks per signature, and act on them: staged blocks are
+        written with their final vote, election votes are recorded, gossiped and counted (which may queue final
+        votes: signed in the same call). Returns the number of signatures made."""
+        self._flush_scheduled = False
+        if self._flushing:
+            return 0
+        self._flushing = True
+        signed = 0
+        try:
+            while self.has_unsigned():
+                signed += self._commit_staged() + self._sign_outbox()
+        finally:
+            self._flushing = False
+        return signed
+
+    def _settle(self) -> None:
+        """End of an entry point: flush now, or ask the owner to flush soon."""
+        if self._flushing or not self.has_unsigned():
+            return
+        if self._schedule is None:
+            self.flush()
+        elif not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._schedule()
+
+    def _sign(self, hashes: list[bytes], final: bool) -> list[Vote]:
+        assert self.key is not None
+        now = self.clock()
+        votes = [
+            make_vote(self.key, hashes[i : i + MAX_VOTE_HASHES], final, now, self.network)
+            for i in range(0, len(hashes), MAX_VOTE_HASHES)
+        ]
+        self.votes_signed += len(votes)
+        return votes
+
+    def _commit_staged(self) -> int:
+        staged = self.ledger.staged
+        if not staged:
+            return 0
+        votes = self._sign([checked.hash for checked in staged], final=True)
+        committed = self.ledger.commit(votes)
+        for checked in committed:
+            self._broadcast_block(checked.block)
+        for vote in votes:
+            self._broadcast(Gossiped(vote=vote))
+        for checked in committed:
+            for listener in self._listeners:
+                listener(checked.hash, True)
+        for checked in committed:
+            for waiting in self._orphans.pop(checked.hash, []):
+                self.on_gossip(Gossiped(block=waiting))
+        return len(votes)
+
+    def _sign_outbox(self) -> int:
+        signed = 0
+        for final, outbox in ((True, self._outbox_final), (False, self._outbox_normal)):
+            items = [(e, d) for e, d in outbox.values() if self._live(e)]
+            outbox.clear()
+            if not items:
                 continue
-            if self.key is not None and election.own_vote is not None:
-                leader = self._leader(election)
-                if leader != election.own_vote:
-                    log.info("re-voting in a split election", extra={"account": short(election.account)})
-                self._vote(election, leader, final=False)
-            for block in election.candidates.values():
-                self.gossip.broadcast(Gossiped(block=block))
-            election.voted_ms = now
-            self._evaluate(election)
+            votes = self._sign([digest for _, digest in items], final)
+            signed += len(votes)
+            for index, vote in enumerate(votes):
+                for election, digest in items[index * MAX_VOTE_HASHES : (index + 1) * MAX_VOTE_HASHES]:
+                    self._record_vote(election, Ballot(digest, vote))
+                self._broadcast(Gossiped(vote=vote))
+            for election, _ in items:
+                if self._live(election):
+                    self._evaluate(election)
+        return signed
+
+    def _live(self, election: Election) -> bool:
+        return self.elections.get((election.account, election.previous)) is election
+
+    def _broadcast(self, item: Gossiped) -> None:
+        self.gossip.broadcast(item)
+
+    def _broadcast_block(self, block: Block) -> None:
+        if not isinstance(self.gossip, NoGossip):  # building the message copies the block: not for no one
+            self.gossip.broadcast(Gossiped(block=block))
 
     # ---- elections -------------------------------------------------------------------------------------
 
@@ -225,64 +349,61 @@ class Replica:
         slot = (block.account, block.previous)
         election = self.elections.get(slot)
         if election is None and self.key is not None and self.has_quorum(self._weights_of(self.self_rep)):
-            # Our own weight is a quorum (a node alone): no contest is possible, confirm with our final vote.
-            vote = make_vote(self.key, digest, True, self.clock(), self.network)
-            self.ledger.apply(checked, [vote])
-            self.gossip.broadcast(Gossiped(block=block))
-            self.gossip.broadcast(Gossiped(vote=vote))
-            for listener in self._listeners:
-                listener(digest, True)
-            for waiting in self._orphans.pop(digest, []):
-                self.on_gossip(Gossiped(block=waiting))
+            # Our own weight is a quorum (a node alone): no contest is possible. Staged, so the next block may
+            # build on it at once (a fork of it is refused by the check); `flush` writes it with our final vote.
+            self.ledger.stage(checked)
             return
         if election is None:
             election = self.elections[slot] = Election(block.account, block.previous, self.clock())
         election.candidates[digest] = block
-        election.checked[digest] = (self.ledger.confirmed_count, checked)
+        election.checked[digest] = (self.ledger.version, checked)
         self._by_hash[digest] = election
-        self.gossip.broadcast(Gossiped(block=block))
+        self._broadcast_block(block)
         if self.key is not None and election.own_vote is None:
             # A representative whose own weight is a quorum (a node alone) goes straight to its final vote.
             own = self._weights_of(self.self_rep)
             self._vote(election, digest, final=self.has_quorum(own))
         for vote in self._stray_votes.pop(digest, []):
-            self._record_vote(election, vote)
+            self._record_vote(election, Ballot(digest, vote))
         self._evaluate(election)
 
     def _vote(self, election: Election, digest: bytes, final: bool) -> None:
+        """Decide our vote now (so no later call can decide differently); `flush` signs it."""
         assert self.key is not None
-        vote = make_vote(self.key, digest, final, self.clock(), self.network)
+        slot = (election.account, election.previous)
         if final:
             election.own_final = digest
             election.own_vote = election.own_vote or digest
+            self._outbox_normal.pop(slot, None)  # the final vote counts as support too
+            self._outbox_final[slot] = (election, digest)
         else:
             election.own_vote = digest
+            self._outbox_normal[slot] = (election, digest)
         election.voted_ms = self.clock()
-        self._record_vote(election, vote)
-        self.gossip.broadcast(Gossiped(vote=vote))
 
-    def _record_vote(self, election: Election, vote: Vote) -> None:
+    def _record_vote(self, election: Election, ballot: Ballot) -> None:
+        vote = ballot.vote
         rep = vote.representative
         if vote.final:
             earlier = election.final.get(rep)
-            if earlier is not None and earlier.block_hash != vote.block_hash:
+            if earlier is not None and earlier.block_hash != ballot.block_hash:
                 self.equivocations += 1
                 log.warning("representative %s signed two final votes in one slot", short(rep))
                 return
-            election.final.setdefault(rep, vote)
+            election.final.setdefault(rep, ballot)
         else:
             earlier = election.normal.get(rep)
-            if earlier is None or vote.timestamp_ms > earlier.timestamp_ms:
-                election.normal[rep] = vote
+            if earlier is None or vote.timestamp_ms > earlier.vote.timestamp_ms:
+                election.normal[rep] = ballot
 
     def _support(self, election: Election, digest: bytes) -> int:
         """Normal-vote weight for a candidate; a final vote counts as support too."""
-        reps = {r for r, v in election.normal.items() if v.block_hash == digest}
-        reps |= {r for r, v in election.final.items() if v.block_hash == digest}
+        reps = {r for r, b in election.normal.items() if b.block_hash == digest}
+        reps |= {r for r, b in election.final.items() if b.block_hash == digest}
         return self._weight(reps)
 
     def _final_weight(self, election: Election, digest: bytes) -> int:
-        return self._weight(r for r, v in election.final.items() if v.block_hash == digest)
+        return self._weight(r for r, b in election.final.items() if b.block_hash == digest)
 
     def _leader(self, election: Election) -> bytes:
         return min(election.candidates, key=lambda d: (-self._support(election, d), d))
@@ -299,10 +420,12 @@ class Replica:
                 return
 
     def _confirm(self, election: Election, digest: bytes) -> None:
+        if self.ledger.staged:
+            self._commit_staged()  # decided before this block (a node that was alone a moment ago): written first
         block = election.candidates[digest]
-        votes = [v for v in election.final.values() if v.block_hash == digest]
-        count, checked = election.checked[digest]
-        if count != self.ledger.confirmed_count:
+        votes = [b.vote for b in election.final.values() if b.block_hash == digest]
+        version, checked = election.checked[digest]
+        if version != self.ledger.version:
             checked = self.ledger.check(block, None, digest)  # effects against today's state
         self.ledger.apply(checked, votes)
         del self.elections[(election.account, election.previous)]
@@ -329,29 +452,35 @@ class Replica:
     # ---- status ----------------------------------------------------------------------------------------
 
     def unconfirmed(self) -> list[tuple[bytes, Block]]:
-        return [(d, b) for e in self.elections.values() for d, b in e.candidates.items()]
+        staged = [(c.hash, c.block) for c in self.ledger.staged]
+        return staged + [(d, b) for e in self.elections.values() for d, b in e.candidates.items()]
 
     def unconfirmed_of(self, account: bytes) -> int:
-        return sum(len(e.candidates) for (a, _), e in self.elections.items() if a == account)
+        staged = sum(1 for c in self.ledger.staged if c.block.account == account)
+        return staged + sum(len(e.candidates) for (a, _), e in self.elections.items() if a == account)
 
     def is_unconfirmed(self, digest: bytes) -> bool:
-        return digest in self._by_hash
+        return digest in self._by_hash or self.ledger.is_staged(digest)
 
     # ---- catching up -----------------------------------------------------------------------------------
 
-    def _proves_quorum(self, votes: Sequence[Vote], digest: bytes) -> bool:
-        """A confirmed block's final votes: valid signatures of distinct representatives, for this block,
-        weighing more than the least any quorum can be (2/3 of the floor share of all weight)."""
+    def _proves_quorum(self, votes: Sequence[Vote], digest: bytes, verified: set[bytes]) -> bool:
+        """A confirmed block's final votes: valid signatures of distinct representatives, covering this block,
+        weighing more than the least any quorum can be (2/3 of the floor share of all weight). `verified` holds
+        the serialised votes already checked: one vote covers many blocks of a page, checked once."""
         reps: set[bytes] = set()
         for vote in votes:
-            if vote.block_hash != digest or not vote.final or vote.representative in reps:
+            if not vote.final or vote.representative in reps or digest not in vote.block_hashes:
                 continue
             if not self._weights_of(vote.representative):
                 continue
-            try:
-                verify_vote(vote, self.network)
-            except BadVote:
-                continue
+            key = vote.SerializeToString()  # the whole vote: a signature copied onto other hashes is no hit
+            if key not in verified:
+                try:
+                    verify_vote(vote, self.network)
+                except BadVote:
+                    continue
+                verified.add(key)
             reps.add(vote.representative)
         floor_x100 = self._total_weight * self.genesis.online_floor_percent
         return 3 * self._weight(reps) * 100 > 2 * floor_x100
@@ -359,7 +488,9 @@ class Replica:
     def catch_up(self, peer: ChainSource, batch: int = 256) -> CatchUpReport:
         """Fetch every chain the peer is ahead on; apply each block only after checking its signature, its
         link to our head, every balance rule, and a quorum of final votes. A chain that fails stops there."""
+        self.flush()  # staged blocks first: catching up applies block by block
         applied, rejected, reasons = 0, 0, []
+        verified: set[bytes] = set()
         behind = {f.account: f.height for f in peer.frontiers() if f.height > self.ledger.account(f.account).height}
         progress = True
         while behind and progress:
@@ -373,7 +504,7 @@ class Replica:
                 for item in blocks:
                     try:
                         digest = verify_block(item.block, self.network)
-                        if not self._proves_quorum(item.votes, digest):
+                        if not self._proves_quorum(item.votes, digest, verified):
                             raise BadVote(f"block {digest.hex()[:16]} comes without a quorum of final votes")
                         checked = self.ledger.check(item.block, None, digest)
                     except (UnknownPredecessor, UnknownHold, NothingPending):
@@ -383,7 +514,7 @@ class Replica:
                         reasons.append(f"{short(account)}: {exc.message}")
                         del behind[account]
                         break
-                    votes = [v for v in item.votes if v.block_hash == digest and v.final]
+                    votes = [v for v in item.votes if v.final and digest in v.block_hashes]
                     self._drop_election_for(checked)
                     self.ledger.apply(checked, votes)
                     applied += 1

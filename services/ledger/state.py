@@ -1,12 +1,14 @@
 """The confirmed ledger in RocksDB: validate a block against it (a reason for every refusal) and apply a
-confirmed block with all its balance effects in one write batch, so a crash never leaves half a block."""
+confirmed block with all its balance effects in one write batch, so a crash never leaves half a block.
+Blocks a solo representative has decided can be staged first and written together with their votes."""
 
 from __future__ import annotations
 
 import logging
 import struct
 import time
-from collections.abc import Iterator, Sequence
+from collections import OrderedDict
+from collections.abc import Container, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeAlias, cast
@@ -56,11 +58,14 @@ log = logging.getLogger("avadios.ledger")
 AccountRecord: TypeAlias = ledger_pb2.LedgerAccountRecord
 PendingRecord: TypeAlias = ledger_pb2.LedgerPendingRecord
 HoldRecord: TypeAlias = ledger_pb2.LedgerHoldRecord
-COLUMN_FAMILIES = ("blocks", "chains", "accounts", "pending", "holds", "votes", "meta")
+# votes: block hash + representative -> the vote's signature; vote_bodies: signature -> the vote. One vote
+# covers many blocks (up to MAX_VOTE_HASHES), so its body is stored once, not once per block it confirms.
+COLUMN_FAMILIES = ("blocks", "chains", "accounts", "pending", "holds", "votes", "vote_bodies", "meta")
 MAX_CLOCK_SKEW_MS = 60_000  # a block may be stamped this far in our future (clocks differ); no more
 _HEIGHT = struct.Struct(">Q")
 GENESIS_KEY = b"genesis"
 CONFIRMED_KEY = b"confirmed"
+_RECENT_VOTE_BODIES = 4096
 
 
 class LedgerLocked(Exception):
@@ -81,6 +86,19 @@ class Checked:
     @property
     def slot(self) -> tuple[bytes, bytes]:
         return self.block.account, self.block.previous
+
+
+@dataclass(slots=True)
+class Staged:
+    """Blocks checked and decided but not written yet, in order: later checks see their effects (so a chain can
+    grow, or a payee be paid twice, before the write), and one write batch stores them all with their votes."""
+
+    checked: list[Checked] = field(default_factory=list)
+    blocks: dict[bytes, Block] = field(default_factory=dict)
+    chains: dict[bytes, bytes] = field(default_factory=dict)
+    accounts: dict[bytes, AccountRecord] = field(default_factory=dict)
+    pending: dict[bytes, PendingRecord | None] = field(default_factory=dict)  # None: deleted
+    holds: dict[bytes, HoldRecord] = field(default_factory=dict)
 
 
 def now_ms() -> int:
@@ -112,6 +130,10 @@ class Ledger:
         self._write_options = WriteOptions()
         self._write_options.sync = sync
         self._confirmed = 0
+        self._staged = Staged()
+        self._recent_bodies: OrderedDict[bytes, None] = OrderedDict()  # vote bodies written lately: not again
+        # bumped by every stage and write: a Checked computed at an older version may be stale
+        self.version = 0
         self._open_genesis()
 
     def close(self) -> None:
@@ -172,7 +194,14 @@ class Ledger:
         return HoldRecord.FromString(raw) if raw is not None else None
 
     def votes(self, digest: bytes) -> list[Vote]:
-        return [Vote.FromString(raw) for key, raw in self._prefix("votes", digest)]
+        """The stored votes that confirmed a block (each may also cover other blocks)."""
+        bodies = self._cf["vote_bodies"]
+        out = []
+        for _, signature in self._prefix("votes", digest):
+            raw = bodies.get(signature)
+            if raw is not None:
+                out.append(Vote.FromString(raw))
+        return out
 
     def pending_of(self, account: bytes) -> list[tuple[bytes, PendingRecord]]:
         return [(key[32:], PendingRecord.FromString(raw)) for key, raw in self._prefix("pending", account)]
@@ -232,6 +261,74 @@ class Ledger:
                     break
         return out
 
+    # ---- staged blocks ---------------------------------------------------------------------------------
+
+    def knows(self, digest: bytes) -> bool:
+        """Confirmed, or decided and staged for the next write."""
+        return digest in self._staged.blocks or self.has_block(digest)
+
+    def is_staged(self, digest: bytes) -> bool:
+        return digest in self._staged.blocks
+
+    @property
+    def staged(self) -> list[Checked]:
+        return self._staged.checked
+
+    def stage(self, checked: Checked) -> None:
+        """Hold a decided block's effects in memory until `commit`: checks made meanwhile see them."""
+        staged, block = self._staged, checked.block
+        staged.checked.append(checked)
+        staged.blocks[checked.hash] = block
+        staged.chains[block.account + _HEIGHT.pack(block.height)] = checked.hash
+        staged.accounts.update(checked.accounts)
+        for key, pending in checked.pending_put:
+            staged.pending[key] = pending
+        for key in checked.pending_delete:
+            staged.pending[key] = None
+        staged.holds.update(checked.hold_put)
+        self.version += 1
+
+    def commit(self, votes: Sequence[Vote]) -> list[Checked]:
+        """Write every staged block, its effects, and the votes that cover it, in one batch; returns them."""
+        staged = self._staged
+        if not staged.checked:
+            return []
+        batch = WriteBatch(raw_mode=True)
+        for checked in staged.checked:
+            self._put_block(batch, checked)
+        bodies = self._put_votes(batch, votes, staged.blocks)
+        batch.put(CONFIRMED_KEY, _HEIGHT.pack(self._confirmed + len(staged.checked)), self._handles["meta"])
+        self._db.write(batch, self._write_options)
+        self._confirmed += len(staged.checked)
+        self._staged = Staged()
+        self._remember_bodies(bodies)
+        self.version += 1
+        return staged.checked
+
+    def _record(self, account: bytes) -> AccountRecord:
+        """An account as checks see it: staged effects over the confirmed record (a copy: checks mutate it)."""
+        staged = self._staged.accounts.get(account)
+        if staged is None:
+            return self.account(account)
+        record = AccountRecord()
+        record.CopyFrom(staged)
+        return record
+
+    def _pending_raw(self, key: bytes) -> PendingRecord | None:
+        if key in self._staged.pending:
+            return self._staged.pending[key]
+        raw = self._cf["pending"].get(key)
+        return PendingRecord.FromString(raw) if raw is not None else None
+
+    def _block_any(self, digest: bytes) -> Block | None:
+        return self._staged.blocks.get(digest) or self.block(digest)
+
+    def _hold_any(self, digest: bytes) -> HoldRecord | None:
+        return self._staged.holds.get(digest) or self.hold(digest)
+
+    def _hash_at_any(self, account: bytes, height: int) -> bytes | None:
+        return self._staged.chains.get(account + _HEIGHT.pack(height)) or self.hash_at(account, height)
+
     # ---- validation ------------------------------------------------------------------------------------
 
     def check(self, block: Block, now_ms: int | None = None, digest: bytes | None = None) -> Checked:
@@ -240,10 +337,10 @@ class Ledger:
         `digest` skips the signature check for a block already verified at the door."""
         if digest is None:
             digest = verify_block(block, self.network)
-        if self.has_block(digest):
+        if self.knows(digest):
             raise ReplayedBlock(f"block {digest.hex()[:16]} is already in the ledger")
         account = block.account
-        record = self.account(account)
+        record = self._record(account)
         self._check_position(block, record)
         if block.timestamp_ms < record.timestamp_ms:
             raise BadTimestamp(f"block time {block.timestamp_ms} is before the previous block's {record.timestamp_ms}")
@@ -278,8 +375,8 @@ class Ledger:
         if block.previous == record.head:
             raise MalformedBlock(f"height must be {record.height + 1} after the head, not {block.height}")
         if block.height <= record.height:
-            taken = self.hash_at(block.account, block.height)
-            below = self.hash_at(block.account, block.height - 1) if block.height > 1 else ZERO_HASH
+            taken = self._hash_at_any(block.account, block.height)
+            below = self._hash_at_any(block.account, block.height - 1) if block.height > 1 else ZERO_HASH
             if below == block.previous and taken is not None:
                 raise StalePredecessor(
                     f"account {short(block.account)} already has confirmed block {taken.hex()[:16]} at height "
@@ -297,7 +394,7 @@ class Ledger:
     def _payee(self, checked: Checked, account: bytes) -> AccountRecord:
         record = checked.accounts.get(account)
         if record is None:
-            record = checked.accounts[account] = self.account(account)
+            record = checked.accounts[account] = self._record(account)
         return record
 
     def _send(self, checked: Checked, own: AccountRecord) -> None:
@@ -316,13 +413,12 @@ class Ledger:
     def _receive(self, checked: Checked, own: AccountRecord) -> None:
         block = checked.block
         key = block.account + block.source
-        raw = self._cf["pending"].get(key)
-        if raw is None:
-            source = self.block(block.source)
+        pending = self._pending_raw(key)
+        if pending is None:
+            source = self._block_any(block.source)
             if source is not None and self._pays(source, block.account):
                 raise AlreadyReceived(f"the payment of block {block.source.hex()[:16]} was already received")
             raise NothingPending(f"no pending payment of block {block.source.hex()[:16]} to this account")
-        pending = PendingRecord.FromString(raw)
         if own.balance + pending.amount > MAX_AMOUNT:
             raise BadAmount("receiving this payment would overflow the balance")
         own.balance += pending.amount
@@ -356,7 +452,7 @@ class Ledger:
 
     def _release(self, checked: Checked, own: AccountRecord) -> None:
         block = checked.block
-        hold = self.hold(block.source)
+        hold = self._hold_any(block.source)
         if hold is None:
             raise UnknownHold(f"no hold {block.source.hex()[:16]} in the ledger")
         if hold.holder != block.account:
@@ -404,9 +500,20 @@ class Ledger:
 
     def apply(self, checked: Checked, votes: Sequence[Vote] = ()) -> None:
         """Write a confirmed block, its index entries, every balance effect and its votes in one batch."""
+        if self._staged.checked:
+            raise RuntimeError("commit the staged blocks before applying another (they come first in the chain)")
+        batch = WriteBatch(raw_mode=True)
+        self._put_block(batch, checked)
+        bodies = self._put_votes(batch, votes, (checked.hash,))
+        batch.put(CONFIRMED_KEY, _HEIGHT.pack(self._confirmed + 1), self._handles["meta"])
+        self._db.write(batch, self._write_options)
+        self._confirmed += 1
+        self._remember_bodies(bodies)
+        self.version += 1
+
+    def _put_block(self, batch: WriteBatch, checked: Checked) -> None:
         h = self._handles
         block = checked.block
-        batch = WriteBatch(raw_mode=True)
         batch.put(checked.hash, block.SerializeToString(), h["blocks"])
         batch.put(block.account + _HEIGHT.pack(block.height), checked.hash, h["chains"])
         for account, record in checked.accounts.items():
@@ -417,8 +524,26 @@ class Ledger:
             batch.delete(key, h["pending"])
         for key, hold in checked.hold_put:
             batch.put(key, hold.SerializeToString(), h["holds"])
+
+    def _put_votes(self, batch: WriteBatch, votes: Sequence[Vote], blocks: Container[bytes]) -> list[bytes]:
+        """Index each vote under every block of this write it covers; store its body once. Returns the
+        signatures of the bodies written."""
+        h = self._handles
+        written = []
         for vote in votes:
-            batch.put(checked.hash + vote.representative, vote.SerializeToString(), h["votes"])
-        batch.put(CONFIRMED_KEY, _HEIGHT.pack(self._confirmed + 1), h["meta"])
-        self._db.write(batch, self._write_options)
-        self._confirmed += 1
+            signature = vote.signature
+            for digest in vote.block_hashes:
+                if digest in blocks:
+                    batch.put(digest + vote.representative, signature, h["votes"])
+            if signature not in self._recent_bodies:
+                batch.put(signature, vote.SerializeToString(), h["vote_bodies"])
+                written.append(signature)
+        return written
+
+    def _remember_bodies(self, signatures: list[bytes]) -> None:
+        # only after the write succeeded: a body remembered here is on disk
+        recent = self._recent_bodies
+        for signature in signatures:
+            recent[signature] = None
+        while len(recent) > _RECENT_VOTE_BODIES:
+            recent.popitem(last=False)

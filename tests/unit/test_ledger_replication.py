@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from avadios.ledger.block import Block, make_vote
+from avadios.ledger.block import MAX_VOTE_HASHES, Block, block_hash, make_vote, verify_vote
+from avadios.ledger.errors import BadVote
 from avadios.ledger.wallet import Wallet
 from avadios.v1 import ledger_pb2
 from services.ledger.audit import audit
@@ -133,8 +134,8 @@ def test_votes_from_strangers_and_bad_signatures_are_ignored(net3: Network) -> N
     a, b = net3.wallets
     n0 = net3.replicas[0]
     digest, _ = n0.submit(send(net3, n0, a, b, 5))
-    stranger = make_vote(SigningKey.generate(), digest, True, net3.clock(), net3.network)
-    forged = make_vote(SigningKey.generate(), digest, True, net3.clock(), net3.network)
+    stranger = make_vote(SigningKey.generate(), [digest], True, net3.clock(), net3.network)
+    forged = make_vote(SigningKey.generate(), [digest], True, net3.clock(), net3.network)
     forged.representative = net3.replicas[1].self_rep  # claims a real representative, signed by another key
     for vote in (stranger, forged):
         n0.on_gossip(ledger_pb2.LedgerGossip(vote=vote))
@@ -150,7 +151,96 @@ def test_a_representative_cannot_sign_two_final_votes_in_one_slot(net3: Network)
     n0.on_gossip(ledger_pb2.LedgerGossip(block=two))
     d2 = next(d for d in n0.elections[(a.account, tip.head)].candidates if d != d1)
     key = net3.keys[1]
-    n0.on_gossip(ledger_pb2.LedgerGossip(vote=make_vote(key, d2, True, net3.clock(), net3.network)))
-    n0.on_gossip(ledger_pb2.LedgerGossip(vote=make_vote(key, d1, True, net3.clock(), net3.network)))
+    n0.on_gossip(ledger_pb2.LedgerGossip(vote=make_vote(key, [d2], True, net3.clock(), net3.network)))
+    n0.on_gossip(ledger_pb2.LedgerGossip(vote=make_vote(key, [d1], True, net3.clock(), net3.network)))
     assert n0.equivocations == 1
     assert not n0.ledger.has_block(d1), "the second final vote does not count"
+
+
+# ---- batched votes -----------------------------------------------------------------------------------------
+
+
+def two_payments(net: Network, at: Replica) -> tuple[Block, Block]:
+    a, b = net.wallets
+    return send(net, at, a, b, 7), send(net, at, b, a, 9)
+
+
+def test_a_batched_vote_counts_for_each_of_its_blocks(net3: Network) -> None:
+    n0 = net3.replicas[0]
+    one, two = two_payments(net3, n0)
+    d1, _ = n0.submit(one)
+    d2, _ = n0.submit(two)
+    for key in net3.keys[1:]:
+        n0.on_gossip(ledger_pb2.LedgerGossip(vote=make_vote(key, [d1, d2], True, net3.clock(), net3.network)))
+    assert n0.ledger.has_block(d1) and n0.ledger.has_block(d2)
+    assert audit(n0.ledger).ok
+    batched = [v for v in n0.ledger.votes(d2) if len(v.block_hashes) == 2]
+    assert len(batched) == 2, "each block keeps the batched votes that confirmed it"
+
+
+def test_a_tampered_hash_list_fails_verification(net3: Network) -> None:
+    import os
+
+    n0 = net3.replicas[0]
+    d1, _ = n0.submit(two_payments(net3, n0)[0])
+    key, other = net3.keys[1], os.urandom(32)
+    good = make_vote(key, [d1, other], True, net3.clock(), net3.network)
+    verify_vote(good, net3.network)
+
+    def tampered(change: Callable[[ledger_pb2.LedgerVote], object]) -> ledger_pb2.LedgerVote:
+        vote = ledger_pb2.LedgerVote()
+        vote.CopyFrom(good)
+        change(vote)
+        return vote
+
+    variants = [
+        tampered(lambda v: v.block_hashes.pop()),  # a hash dropped
+        tampered(lambda v: v.block_hashes.append(os.urandom(32))),  # a hash added
+        tampered(lambda v: v.block_hashes.reverse()),  # reordered
+        tampered(lambda v: v.block_hashes.__setitem__(1, os.urandom(32))),  # one replaced
+        tampered(lambda v: v.block_hashes.append(d1)),  # a block named twice
+        tampered(lambda v: setattr(v, "final", False)),  # another phase
+    ]
+    for vote in variants:
+        with pytest.raises(BadVote):
+            verify_vote(vote, net3.network)
+    with pytest.raises(BadVote):
+        verify_vote(good, bytes(32))  # another network
+    with pytest.raises(ValueError):
+        make_vote(key, [os.urandom(32) for _ in range(MAX_VOTE_HASHES + 1)], True, net3.clock(), net3.network)
+    for vote in variants:
+        n0.on_gossip(ledger_pb2.LedgerGossip(vote=vote))
+    assert not n0.ledger.has_block(d1)
+
+
+def test_a_batch_mixing_a_known_and_an_unknown_block_counts_for_the_known_one(net3: Network) -> None:
+    n0 = net3.replicas[0]
+    one, two = two_payments(net3, n0)
+    d1, _ = n0.submit(one)
+    d2 = block_hash(two, net3.network)  # not seen by n0 yet
+    for key in net3.keys[1:]:
+        n0.on_gossip(ledger_pb2.LedgerGossip(vote=make_vote(key, [d2, d1], True, net3.clock(), net3.network)))
+    assert n0.ledger.has_block(d1)
+    assert not n0.ledger.has_block(d2)
+    n0.on_gossip(ledger_pb2.LedgerGossip(block=two))  # the votes kept for it count when it arrives
+    assert n0.ledger.has_block(d2)
+    assert audit(n0.ledger).ok
+
+
+def test_blocks_of_one_turn_share_one_vote_and_confirm_everywhere(net3: Network) -> None:
+    scheduled: list[int] = []
+    old = net3.replicas[0]
+    n0 = Replica(old.ledger, net3.keys[0], clock=net3.clock, schedule_flush=lambda: scheduled.append(1))
+    n0.gossip = net3.hub.join("node0", n0.on_gossip)
+    net3.replicas[0] = n0
+    d1, c1 = n0.submit(two_payments(net3, n0)[0])
+    d2, c2 = n0.submit(two_payments(net3, n0)[1])
+    assert not (c1 or c2) and n0.votes_signed == 0 and scheduled == [1], "one flush asked for, none signed yet"
+    while n0.has_unsigned():
+        n0.flush()
+        net3.hub.run()
+    assert n0.votes_signed == 2, "one normal and one final vote, each covering both blocks"
+    for replica in net3:
+        assert replica.ledger.has_block(d1) and replica.ledger.has_block(d2)
+        assert audit(replica.ledger).ok
+    assert any(list(v.block_hashes) == [d1, d2] for v in net3.replicas[1].ledger.votes(d1))

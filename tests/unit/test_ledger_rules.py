@@ -343,3 +343,37 @@ def test_wallet_seed_comes_from_the_mnemonic_and_is_stored_0600(tmp_path: Path) 
         create_wallet(tmp_path, new_mnemonic())
     with pytest.raises(errors.LedgerError, match="BIP39"):
         seed_from_mnemonic(" ".join([*words.split()[:-1], "notaword"]))
+
+
+def test_a_node_alone_writes_one_turns_blocks_with_one_vote_per_32(tmp_path: Path) -> None:
+    from avadios.ledger.block import MAX_VOTE_HASHES
+    from services.ledger.audit import audit
+    from services.ledger.replica import Replica
+
+    solo = Solo(tmp_path / "ledger", [Wallet.generate(), Wallet.generate()])
+    try:
+        solo.replica = Replica(solo.ledger, solo.rep, clock=solo.clock, schedule_flush=lambda: None)
+        a, b = solo.wallets
+        tip, digests = solo.tip(a), list[bytes]()
+        for _ in range(MAX_VOTE_HASHES + 8):  # a chain that grows before any of it is written
+            block = a.send(tip, b.account, 1, solo.network, solo.clock.advance(1))
+            digest, confirmed = solo.replica.submit(block)
+            assert not confirmed and solo.replica.is_unconfirmed(digest)
+            tip, digests = ChainTip(digest, block.height, block.balance, block.timestamp_ms), [*digests, digest]
+        fork = a.send(solo.tip(a), a.account, 5, solo.network, solo.clock.advance(1))
+        with pytest.raises(errors.StalePredecessor):
+            solo.replica.submit(fork)  # the first staged block holds that slot
+        claim = b.receive(solo.tip(b), digests[0], 1, solo.network, solo.clock.advance(1))
+        claimed, _ = solo.replica.submit(claim)  # pays out of a staged send
+        assert solo.ledger.confirmed_count == 0 and solo.ledger.account(a.account).height == 0
+        assert solo.replica.flush() == 2, "41 blocks: one vote of 32 hashes, one of 9"
+        assert solo.ledger.confirmed_count == MAX_VOTE_HASHES + 9
+        assert not solo.replica.unconfirmed()
+        assert solo.ledger.account(a.account).balance == FUNDS - MAX_VOTE_HASHES - 8
+        assert solo.ledger.account(b.account).balance == FUNDS + 1
+        assert [len(v.block_hashes) for v in solo.ledger.votes(digests[0])] == [MAX_VOTE_HASHES]
+        assert [len(v.block_hashes) for v in solo.ledger.votes(claimed)] == [9]
+        solo.restart()
+        assert audit(solo.ledger).ok
+    finally:
+        solo.close()
