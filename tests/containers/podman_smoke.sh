@@ -52,9 +52,19 @@ down() {
             echo "----- $c"; podman logs --tail 15 "$c" 2>&1 || true
         done
     fi
-    "${compose[@]}" down -v >/dev/null 2>&1 || true
+    remove_project
     rm -rf "$conf"
     say "down (exit $rc)"
+}
+# podman-compose down stops only as many replicas as compose.yaml declares (a scaled-up inference_2 would
+# survive and join the next run's NATS), so everything carrying the project's label goes too.
+remove_project() {
+    "${compose[@]}" down -v >/dev/null 2>&1 || true
+    local label="label=io.podman.compose.project=$project"
+    # (stderr: without systemd podman complains that it has no healthcheck timers to remove)
+    podman ps -aq --filter "$label" | xargs -r podman rm -f -t 5 >/dev/null 2>&1
+    podman volume ls -q --filter "$label" | xargs -r podman volume rm -f >/dev/null
+    podman network ls -q --filter "$label" | xargs -r podman network rm -f >/dev/null
 }
 trap down EXIT
 
@@ -84,7 +94,7 @@ tb=$SECONDS
 nice -n 10 podman build --quiet --build-arg BASE_IMAGE="$AVADIOS_BASE_IMAGE" -t "$AVADIOS_IMAGE" . >/dev/null
 say "built in $((SECONDS - tb))s: $(podman image inspect --format '{{.Size}}' "$AVADIOS_IMAGE" | awk '{printf "%.0f MB", $1/1e6}'), user $(podman image inspect --format '{{.Config.User}}' "$AVADIOS_IMAGE")"
 
-"${compose[@]}" down -v >/dev/null 2>&1 || true
+remove_project
 say "compose up"
 tu=$SECONDS
 "${compose[@]}" up -d >"$conf/up.log" 2>&1 || { cat "$conf/up.log"; fail "compose up"; }
@@ -95,9 +105,14 @@ say "healthy in $((SECONDS - tu))s: $(podman ps --filter "label=io.podman.compos
 # depends_on health conditions before podman 4.6): run each container's healthcheck once by hand, which
 # proves the compose healthcheck commands (python -m avadios.probe ...) work inside the containers.
 run_healthchecks() {
-    local checks="" c
+    local checks="" c deadline
     for c in $(podman ps --filter "label=io.podman.compose.project=$project" --format '{{.Names}}'); do
-        podman healthcheck run "$c" >/dev/null 2>&1 || fail "healthcheck of $c failed"
+        # A replica may still be loading its model when another one already made /health 200.
+        deadline=$((SECONDS + 120))
+        until podman healthcheck run "$c" >/dev/null 2>&1; do
+            [ $SECONDS -lt $deadline ] || fail "healthcheck of $c still failing after 120s"
+            sleep 2
+        done
         checks="$checks $c"
     done
     say "healthcheck commands pass in:$checks"
@@ -127,13 +142,30 @@ answer = reply.choices[0].message.content
 print(f"SMOKE chat: {answer!r} ({reply.usage.completion_tokens} tokens, {time.monotonic() - t:.2f}s); "
       f"without the key: 401")
 assert "Paris" in answer, answer
+# The same reproducible request again: answered from tier 0, the cache container's RocksDB volume.
+for _ in range(20):
+    raw = client.chat.completions.with_raw_response.create(
+        model="gemma-3-270m-q4_k_m", temperature=0, max_tokens=24,
+        messages=[{"role": "user", "content": "What is the capital of France?"}],
+    )
+    if raw.headers.get("x-avadios-tier") == "0":
+        break
+    time.sleep(0.25)
+assert raw.headers.get("x-avadios-tier") == "0", raw.headers
+assert raw.parse().choices[0].message.content == answer
+print("SMOKE the same request again: answered from tier 0 (cache), same text")
 EOF
 
+ids() { podman ps --filter "label=io.podman.compose.project=$project" --format '{{.ID}}' | sort | tr '\n' ' '; }
+before="$(ids)"
 say "scale inference to 2"
 ts=$SECONDS
 "${compose[@]}" up -d --scale inference=2 >"$conf/scale.log" 2>&1 || { cat "$conf/scale.log"; fail "scale"; }
 wait_healthy 2 300 || fail "the second inference replica did not become ready within 300s"
 say "2 inference replicas serving after $((SECONDS - ts))s"
+kept=0
+for id in $before; do case " $(ids) " in *" $id "*) kept=$((kept + 1)) ;; esac; done
+say "containers kept running across the scale: $kept of $(echo $before | wc -w)"
 run_healthchecks
 
 "$py" - "$api" "$api_key" <<'EOF' || fail "requests across replicas"
