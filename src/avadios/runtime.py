@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -53,7 +54,9 @@ class ServiceContext:
 
     @property
     def instance(self) -> str:
-        return f"{self.name}-{self.replica}-{os.getpid()}"
+        # The pid alone is not unique once services run in containers (every container has its own pid 1),
+        # so the host name joins it; `avadios.probe` also uses it to find this container's own heartbeat.
+        return f"{self.name}-{self.replica}-{os.getpid()}@{socket.gethostname()}"
 
     def base_health(
         self, status: int, detail: str = "", **fields: Any
