@@ -96,7 +96,14 @@ class Node:
 
     def start(self, wait: bool = True) -> Node:
         self.home.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "AVADIOS_INFERENCE_THREADS": "2", **self.env}
+        # Every port free and our own, so test nodes never collide with each other or a node on this machine.
+        env = {
+            **os.environ,
+            "AVADIOS_INFERENCE_THREADS": "2",
+            "AVADIOS_P2P_PORT": str(free_port()),
+            "AVADIOS_DHT_PORT": str(free_port()),
+            **self.env,
+        }
         with self.log_path.open("ab") as out:
             self.proc = subprocess.Popen(
                 [
@@ -116,17 +123,17 @@ class Node:
         return self
 
     def wait_healthy(self, timeout: float = 120) -> dict[str, Any]:
-        def healthy() -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
             assert self.proc is not None
             if self.proc.poll() is not None:
-                raise RuntimeError(f"avadios up exited with {self.proc.returncode}: {self.log_path.read_text()}")
-            reply = httpx.get(self.api_url + "/health", timeout=2)
-            return reply.json() if reply.status_code == 200 else None
-
-        try:
-            return wait_for(healthy, timeout, "the node to become healthy", interval=0.2)  # type: ignore[no-any-return]
-        except RuntimeError as exc:
-            raise AssertionError(str(exc)) from None
+                raise AssertionError(f"avadios up exited with {self.proc.returncode}: {self.log_path.read_text()}")
+            with contextlib.suppress(httpx.HTTPError):
+                reply = httpx.get(self.api_url + "/health", timeout=2)
+                if reply.status_code == 200:
+                    return reply.json()  # type: ignore[no-any-return]
+            time.sleep(0.2)
+        raise TimeoutError(f"the node did not become healthy within {timeout} s; see {self.home / 'logs'}")
 
     def node_file(self) -> dict[str, Any]:
         return json.loads((self.home / "run" / "node.json").read_text())  # type: ignore[no-any-return]
