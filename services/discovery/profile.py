@@ -9,7 +9,6 @@ from pathlib import Path
 
 import blake3
 import psutil
-from gguf import GGUFReader, LlamaFileType
 
 from avadios.v1 import discovery_pb2
 
@@ -41,18 +40,6 @@ class ModelHashes:
         tmp.write_text(json.dumps(self._cache, indent=1))
         tmp.replace(self.path)
         return digest
-
-
-def quantization(model: Path) -> str:
-    """The GGUF's general.file_type as people write it ("Q4_K_M", "F16"), or "" when it is not recorded."""
-    try:
-        field = GGUFReader(str(model)).fields.get("general.file_type")
-        if field is None:
-            return ""
-        name = LlamaFileType(int(field.contents())).name  # type: ignore[arg-type]
-    except Exception:
-        return ""
-    return name.removeprefix("MOSTLY_").removeprefix("ALL_")
 
 
 def hardware() -> discovery_pb2.Hardware:

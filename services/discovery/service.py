@@ -30,7 +30,7 @@ from avadios.transport import NatsChannel, ServerContext, Stub
 from avadios.v1 import common_pb2, discovery_pb2, discovery_pb2_grpc, inference_pb2, p2p_pb2
 from services.discovery.dht import DhtNode
 from services.discovery.peers import Peer, ReliabilityBook
-from services.discovery.profile import ModelHashes, hardware, quantization
+from services.discovery.profile import ModelHashes, hardware
 from services.discovery.routing import FORMULA, Observed, Weights, rank
 
 log = logging.getLogger("avadios.discovery")
@@ -149,10 +149,9 @@ class DiscoveryRoom(discovery_pb2_grpc.DiscoveryServicer):
         for m in models.models:
             path = Path(m.path)
             digest = await asyncio.to_thread(self.hashes.digest, path)
-            quant = await asyncio.to_thread(quantization, path)
             offers.append(
                 discovery_pb2.ModelOffer(
-                    name=m.name, quantization=quant, blake3=digest, context_length=m.context_length
+                    name=m.name, quantization=m.quantization, blake3=digest, context_length=m.context_length
                 )
             )
         host = self.config.advertised_host
