@@ -35,9 +35,6 @@ class Piece:
     completion_tokens: int = 0
 
 
-_DONE = object()
-
-
 class Engine:
     """A loaded model. One generation at a time: callers serialize with their own lock."""
 
@@ -110,22 +107,21 @@ class Engine:
                 # llama.cpp evaluates every sampled token except the last one; "length" means exactly max_tokens.
                 generated = self.llm.n_tokens - len(tokens)
                 completion = sampling.max_tokens if finish == "length" else max(0, generated)
+                # The finishing piece (or an exception) is the last item: no separate "done" wake-up of the loop.
                 put(Piece("", finish, len(tokens), completion))
             except BaseException as exc:
                 put(exc)
-            finally:
-                put(_DONE)
 
         future = loop.run_in_executor(self._thread, run)
         try:
             while True:
                 item = await queue.get()
-                if item is _DONE:
-                    break
                 if isinstance(item, BaseException):
                     raise item
                 assert isinstance(item, Piece)
                 yield item
+                if item.finish_reason:
+                    break
         finally:
             stop_flag.set()
             await asyncio.shield(future)

@@ -58,9 +58,7 @@ class ServiceContext:
         # so the host name joins it; `avadios.probe` also uses it to find this container's own heartbeat.
         return f"{self.name}-{self.replica}-{os.getpid()}@{socket.gethostname()}"
 
-    def base_health(
-        self, status: int, detail: str = "", **fields: Any
-    ) -> common_pb2.HealthReply:
+    def base_health(self, status: int, detail: str = "", **fields: Any) -> common_pb2.HealthReply:
         return common_pb2.HealthReply(
             status=status,  # type: ignore[arg-type]
             service=self.name,

@@ -4,8 +4,9 @@ One endpoint per proto method on subject `avadios.<service>.<Method>`, subscribe
 `avadios.<service>` so N replicas share the load. Unary methods are plain NATS request/reply. Server
 streaming methods publish every message to the caller's inbox as soon as it is produced and end with an
 empty message whose headers carry the final status; the caller cancels by publishing to the subject named
-in the `Avadios-Cancel` header. Deadlines travel as a relative timeout in milliseconds; errors travel as
-a gRPC status code and a message in headers.
+in the `Avadios-Cancel` header (`avadios.cancel.<token>`, which every server hears on one wildcard
+subscription). Deadlines travel as a relative timeout in milliseconds; errors travel as a gRPC status code
+and a message in headers.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ MESSAGE = "Avadios-Message"
 TIMEOUT_MS = "Avadios-Timeout-Ms"
 REQUEST_ID = "Avadios-Request-Id"
 CANCEL = "Avadios-Cancel"
+CANCEL_PREFIX = "avadios.cancel."  # + a per-stream token; every server listens on one wildcard for all streams
 END = "Avadios-End"
 OK = str(grpc.StatusCode.OK.value[0])
 NATS_NO_RESPONDERS = "503"
@@ -157,8 +159,11 @@ class NatsServer:
         self._metadata = dict(metadata or {})
         self._micro: Service | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._streams: dict[str, tuple[ServerContext, asyncio.Task[Any]]] = {}
 
     async def start(self) -> None:
+        # One subscription for the cancels of every stream, not a SUB/UNSUB pair per call.
+        await self._nc.subscribe(CANCEL_PREFIX + "*", cb=self._on_cancel)
         self._micro = await add_service(
             self._nc,
             name=f"avadios-{self._service_name}",
@@ -219,15 +224,11 @@ class NatsServer:
     async def _serve_stream(
         self, implementation: Callable[..., AsyncIterator[Message]], request: Message, ctx: ServerContext, msg: Msg
     ) -> None:
-        cancel_subject = (msg.headers or {}).get(CANCEL)
+        cancel_subject = (msg.headers or {}).get(CANCEL, "")
         task = asyncio.current_task()
         assert task is not None
-
-        async def on_cancel(_: Msg) -> None:
-            ctx.cancel()
-            task.cancel()
-
-        cancel_sub = await self._nc.subscribe(cancel_subject, cb=on_cancel) if cancel_subject else None
+        if cancel_subject:
+            self._streams[cancel_subject] = (ctx, task)
         try:
             async with asyncio.timeout(ctx.time_remaining()):
                 async for item in implementation(request, ctx):
@@ -237,9 +238,14 @@ class NatsServer:
             if not ctx.cancelled():
                 raise  # the server is stopping, not the caller cancelling
         finally:
-            if cancel_sub is not None:
-                with contextlib.suppress(Exception):
-                    await cancel_sub.unsubscribe()
+            self._streams.pop(cancel_subject, None)
+
+    async def _on_cancel(self, msg: Msg) -> None:
+        stream = self._streams.get(msg.subject)
+        if stream is not None:  # other servers see the cancel too and ignore it
+            ctx, task = stream
+            ctx.cancel()
+            task.cancel()
 
     async def _respond(self, msg: Msg, data: bytes, headers: dict[str, str] | None) -> None:
         if len(data) > self._nc.max_payload:
@@ -310,7 +316,8 @@ class NatsChannel:
         data = request.SerializeToString()
         self._check_size(data, subject)
         inbox = self.nc.new_inbox()
-        headers = {**self._headers(timeout, request_id), CANCEL: inbox + ".cancel"}
+        cancel_subject = CANCEL_PREFIX + inbox.rsplit(".", 1)[-1]
+        headers = {**self._headers(timeout, request_id), CANCEL: cancel_subject}
         deadline = time.monotonic() + timeout
         sub = await self.nc.subscribe(inbox)
         finished = False
@@ -336,7 +343,7 @@ class NatsChannel:
         finally:
             if not finished:
                 with contextlib.suppress(Exception):
-                    await self.nc.publish(inbox + ".cancel", b"")
+                    await self.nc.publish(cancel_subject, b"")
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
 

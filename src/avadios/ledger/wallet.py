@@ -99,9 +99,7 @@ class Wallet:
         sign_block(block, self.signing_key, network)
         return block
 
-    def send(
-        self, tip: ChainTip, destination: bytes, amount: int, network: bytes, now_ms: int | None = None
-    ) -> Block:
+    def send(self, tip: ChainTip, destination: bytes, amount: int, network: bytes, now_ms: int | None = None) -> Block:
         amount = check_amount(amount)
         if amount > tip.balance:
             raise InsufficientFunds(f"cannot send {amount} micro-AUTOM: the spendable balance is {tip.balance}")
