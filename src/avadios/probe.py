@@ -1,9 +1,9 @@
 """Health probes for containers: `python -m avadios.probe SERVICE [--ready]` exits 0 when healthy, 1 when not.
 
 Compose healthchecks and Kubernetes exec probes run this inside the service's own container. Inference, cache,
-ledger and discovery have no HTTP port, so they are judged by their heartbeat on NATS; a probe must judge *this* container
-and not whichever replica answers a queue-group request first, so it waits for a heartbeat whose instance
-carries this container's host name (see `ServiceContext.instance`).
+ledger and discovery have no HTTP port, so they are judged by their heartbeat on NATS; a probe must judge
+*this* container and not whichever replica answers a queue-group request first, so it waits for a heartbeat
+whose instance carries this container's host name (see `ServiceContext.instance`).
 
 - live (default): the process is up and its event loop runs (a heartbeat arrives; for the gateway, the
   HTTP server answers `/metrics`). A failing liveness probe restarts the container.
