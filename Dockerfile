@@ -57,11 +57,13 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 # A fixed, non-root uid so volume ownership and Kubernetes' runAsUser/fsGroup agree across images.
 # The home and the mount points under it exist in the image, owned by that user with 0700, so an empty
-# named volume mounted there starts with that owner and mode (keys are 0600 inside a 0700 home).
+# named volume mounted there starts with that owner and mode (keys are 0600 inside a 0700 home). run/ is
+# where the gateway writes its ephemeral P2P TLS client files; it needs the folder to exist (`avadios up`'s
+# supervisor makes it, a container has no supervisor).
 RUN groupadd --system --gid 10001 avadios \
  && useradd --system --uid 10001 --gid 10001 --home-dir /home/avadios --create-home --shell /usr/sbin/nologin avadios \
  && install -d -o 10001 -g 10001 -m 0700 /var/lib/avadios /var/lib/avadios/cache /var/lib/avadios/models \
-        /var/lib/avadios/ledger /var/lib/avadios/discovery
+        /var/lib/avadios/ledger /var/lib/avadios/discovery /var/lib/avadios/run
 COPY --from=builder /opt/avadios /opt/avadios
 ENV PATH=/opt/avadios/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \

@@ -105,8 +105,11 @@ say "built in $((SECONDS - tb))s: $(podman image inspect --format '{{.Size}}' "$
 
 remove_project
 # The solo genesis funds <home>/wallet.seed when the ledger first starts: make the wallet first, as a user would.
-address="$("${compose[@]}" run --rm --no-deps ledger avadios wallet new --json 2>"$conf/wallet.log" \
-    | "$py" -c 'import json, sys; print(json.load(sys.stdin)["address"])')" || { cat "$conf/wallet.log"; fail "wallet new"; }
+# (podman-compose prints lines of its own before the command's output: take the JSON object from the rest.)
+"${compose[@]}" run --rm --no-deps ledger avadios wallet new --json >"$conf/wallet.json" 2>"$conf/wallet.log" \
+    || { cat "$conf/wallet.log" "$conf/wallet.json"; fail "wallet new"; }
+address="$("$py" -c 'import json, sys; t = open(sys.argv[1]).read(); print(json.loads(t[t.index("{"):t.rindex("}") + 1])["address"])' \
+    "$conf/wallet.json")" || { cat "$conf/wallet.json"; fail "wallet new printed no address"; }
 say "wallet made in the home volume: ${address:0:24}..."
 say "compose up"
 tu=$SECONDS
