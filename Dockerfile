@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # One image for every AVADIOS service and the node's NATS server; the command picks which one runs:
-#   python -m services.gateway | services.inference | services.cache,  nats-server ...
+#   python -m services.gateway | services.inference | services.cache | services.ledger | services.discovery,
+#   nats-server ...
 # Build: docker build -t avadios:0.1.0 .
 # Where no registry can be pulled from, build a local base first and point BASE_IMAGE at it
 # (tests/containers/build_base_image.sh does this with debootstrap).
@@ -45,7 +46,7 @@ COPY src/ src/
 COPY services/ services/
 RUN python scripts/gen_proto.py \
  && pip install --quiet --no-deps . \
- && python -c 'import avadios.v1.common_pb2, services.gateway.app, services.inference.engine, services.cache.service'
+ && python -c 'import avadios.v1.common_pb2, services.gateway.app, services.inference.engine, services.cache.service, services.ledger.service, services.discovery.service'
 
 # ---------------------------------------------------------------------------------------------------------
 FROM ${BASE_IMAGE} AS runtime
@@ -56,20 +57,24 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 # A fixed, non-root uid so volume ownership and Kubernetes' runAsUser/fsGroup agree across images.
 # The home and the mount points under it exist in the image, owned by that user with 0700, so an empty
-# named volume mounted there starts with that owner and mode (keys are 0600 inside a 0700 home).
+# named volume mounted there starts with that owner and mode (keys are 0600 inside a 0700 home). run/ is
+# where the gateway writes its ephemeral P2P TLS client files; it needs the folder to exist (`avadios up`'s
+# supervisor makes it, a container has no supervisor).
 RUN groupadd --system --gid 10001 avadios \
  && useradd --system --uid 10001 --gid 10001 --home-dir /home/avadios --create-home --shell /usr/sbin/nologin avadios \
- && install -d -o 10001 -g 10001 -m 0700 /var/lib/avadios /var/lib/avadios/cache /var/lib/avadios/models
+ && install -d -o 10001 -g 10001 -m 0700 /var/lib/avadios /var/lib/avadios/cache /var/lib/avadios/models \
+        /var/lib/avadios/ledger /var/lib/avadios/discovery /var/lib/avadios/run
 COPY --from=builder /opt/avadios /opt/avadios
 ENV PATH=/opt/avadios/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     AVADIOS_HOME=/var/lib/avadios \
     AVADIOS_DEFAULT_MODEL_PATH=/opt/avadios/models/gemma-3-270m-q4_k_m.gguf \
-    AVADIOS_API_HOST=0.0.0.0
+    AVADIOS_API_HOST=0.0.0.0 \
+    AVADIOS_P2P_HOST=0.0.0.0
 USER 10001:10001
 WORKDIR /var/lib/avadios
-# 8740: the local HTTP API (gateway); 4222/8222: NATS clients/monitoring (nats-server command).
-# The gateway's P2P port (4001/tcp) and the discovery DHT port (UDP) are added when those services exist.
-EXPOSE 8740 4222 8222
+# 8740: the local HTTP API (gateway); 4222/8222: NATS clients/monitoring (nats-server command);
+# 4001/tcp: the gateway's P2P gRPC (TLS); 4002/udp: the discovery service's DHT.
+EXPOSE 8740 4222 8222 4001/tcp 4002/udp
 CMD ["python", "-m", "services.gateway"]

@@ -1,14 +1,15 @@
 """Health probes for containers: `python -m avadios.probe SERVICE [--ready]` exits 0 when healthy, 1 when not.
 
-Compose healthchecks and Kubernetes exec probes run this inside the service's own container. Inference and
-cache have no HTTP port, so they are judged by their heartbeat on NATS; a probe must judge *this* container
-and not whichever replica answers a queue-group request first, so it waits for a heartbeat whose instance
-carries this container's host name (see `ServiceContext.instance`).
+Compose healthchecks and Kubernetes exec probes run this inside the service's own container. Inference, cache,
+ledger and discovery have no HTTP port, so they are judged by their heartbeat on NATS; a probe must judge
+*this* container and not whichever replica answers a queue-group request first, so it waits for a heartbeat
+whose instance carries this container's host name (see `ServiceContext.instance`).
 
 - live (default): the process is up and its event loop runs (a heartbeat arrives; for the gateway, the
   HTTP server answers `/metrics`). A failing liveness probe restarts the container.
 - `--ready`: it can take work (heartbeat status SERVING; gateway `/health` is 200, which needs a ready
-  inference replica somewhere on the node). A failing readiness probe only takes it out of rotation.
+  inference replica somewhere on the node; discovery serves once it has published the node's profile,
+  which needs inference to list its models). A failing readiness probe only takes it out of rotation.
 - `nats`: the NATS server's own monitoring endpoint `/healthz` (port 8222 unless `--monitor-port`).
 """
 
@@ -28,7 +29,7 @@ from avadios.config import load_config
 from avadios.runtime import HEARTBEAT_INTERVAL_S, HEARTBEAT_SUBJECT
 from avadios.v1 import common_pb2
 
-NATS_SERVICES = ("inference", "cache")
+NATS_SERVICES = ("inference", "cache", "ledger", "discovery")
 HTTP_SERVICES = ("gateway", "nats")
 Status = common_pb2.HealthReply.Status
 

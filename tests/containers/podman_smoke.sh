@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # Runs compose.yaml for real under podman + runc, without a Docker engine: builds the image (from a local
-# debootstrap base when there is none), brings the stack up, waits for health, checks the keys in the home
-# volume, sends a chat completion through the OpenAI API with the API key from that volume, scales
-# inference to 2 and sees both replicas serve, then brings everything down.
+# debootstrap base when there is none), makes the wallet in the home volume, brings the stack up (NATS,
+# cache, ledger, inference, discovery, gateway), waits for health and runs every container's healthcheck,
+# checks the keys in the home volume, sends a chat completion through the OpenAI API with the API key from
+# that volume, reads the wallet (funded by the solo genesis) and the peers through the API, reaches the
+# node from this host as a peer would (a signed P2P Hello over the published TCP port, a DHT ping over the
+# published UDP port), scales inference to 2 and sees both replicas serve, then brings everything down.
 # Slow (the first image build compiles llama.cpp, ~10 minutes on 2 cores), so it is not part of CI.
 #
 # Usage (as root, after scripts/setup.sh): tests/containers/podman_smoke.sh
-#   KEEP=1 leaves the stack and its volumes up; AVADIOS_SMOKE_PORT picks the host port (default 18740).
+#   KEEP=1 leaves the stack and its volumes up; AVADIOS_SMOKE_PORT picks the API's host port (default 18740);
+#   AVADIOS_SMOKE_PROJECT the compose project (default avadios-smoke); AVADIOS_P2P_PORT / AVADIOS_DHT_PORT
+#   the peer ports (default 14001/14002, clear of a node already running on this host).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
@@ -15,9 +20,13 @@ py="$root/.venv/bin/python"
 export AVADIOS_IMAGE="${AVADIOS_IMAGE:-localhost/avadios:smoke}"
 export AVADIOS_BASE_IMAGE="${AVADIOS_BASE_IMAGE:-localhost/debian-base}"
 export AVADIOS_API_PUBLISH_PORT="${AVADIOS_SMOKE_PORT:-18740}"
+export AVADIOS_P2P_PORT="${AVADIOS_P2P_PORT:-14001}" AVADIOS_DHT_PORT="${AVADIOS_DHT_PORT:-14002}"
+# Peers must be told an address that reaches this host: its own IP (the one it would use to go out).
+host_ip="$(ip -4 route get 192.0.2.1 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p')"
+export AVADIOS_ADVERTISE_HOST="${AVADIOS_ADVERTISE_HOST:-${host_ip:-$(hostname -I | awk '{print $1}')}}"
 # Two replicas on a small machine: one llama.cpp thread each, so they do not fight over the same cores.
 export AVADIOS_INFERENCE_THREADS="${AVADIOS_INFERENCE_THREADS:-1}"
-project=avadios-smoke
+project="${AVADIOS_SMOKE_PROJECT:-avadios-smoke}"
 api="http://127.0.0.1:$AVADIOS_API_PUBLISH_PORT"
 
 # podman as this machine kind needs it: runc (crun fails here), explicit ulimits (the defaults are above
@@ -95,6 +104,13 @@ nice -n 10 podman build --quiet --build-arg BASE_IMAGE="$AVADIOS_BASE_IMAGE" -t 
 say "built in $((SECONDS - tb))s: $(podman image inspect --format '{{.Size}}' "$AVADIOS_IMAGE" | awk '{printf "%.0f MB", $1/1e6}'), user $(podman image inspect --format '{{.Config.User}}' "$AVADIOS_IMAGE")"
 
 remove_project
+# The solo genesis funds <home>/wallet.seed when the ledger first starts: make the wallet first, as a user would.
+# (podman-compose prints lines of its own before the command's output: take the JSON object from the rest.)
+"${compose[@]}" run --rm --no-deps ledger avadios wallet new --json >"$conf/wallet.json" 2>"$conf/wallet.log" \
+    || { cat "$conf/wallet.log" "$conf/wallet.json"; fail "wallet new"; }
+address="$("$py" -c 'import json, sys; t = open(sys.argv[1]).read(); print(json.loads(t[t.index("{"):t.rindex("}") + 1])["address"])' \
+    "$conf/wallet.json")" || { cat "$conf/wallet.json"; fail "wallet new printed no address"; }
+say "wallet made in the home volume: ${address:0:24}..."
 say "compose up"
 tu=$SECONDS
 "${compose[@]}" up -d >"$conf/up.log" 2>&1 || { cat "$conf/up.log"; fail "compose up"; }
@@ -120,11 +136,14 @@ run_healthchecks() {
 run_healthchecks
 
 home="$(podman volume inspect --format '{{.Mountpoint}}' "${project}_home")"
-for key in node.key api.key; do
+for key in node.key api.key wallet.seed; do
     mode="$(stat -c '%a %u' "$home/$key")"
     [ "$mode" = "600 10001" ] || fail "$key is '$mode', want mode 600 owned by uid 10001"
 done
-say "home volume: node.key and api.key are mode 600, uid 10001; home dir $(stat -c '%a' "$home")"
+[ -s "$home/genesis.json" ] || fail "the ledger wrote no genesis.json into the home"
+ledger_dir="$(podman volume inspect --format '{{.Mountpoint}}' "${project}_ledger")"
+[ -s "$ledger_dir/CURRENT" ] || fail "no RocksDB in the ledger volume"
+say "home volume: node.key, api.key, wallet.seed mode 600, uid 10001; home dir $(stat -c '%a' "$home"); genesis.json in it; ledger RocksDB in its own volume"
 api_key="$(cat "$home/api.key")"
 
 "$py" - "$api" "$api_key" <<'EOF' || fail "chat completion"
@@ -154,6 +173,65 @@ for _ in range(20):
 assert raw.headers.get("x-avadios-tier") == "0", raw.headers
 assert raw.parse().choices[0].message.content == answer
 print("SMOKE the same request again: answered from tier 0 (cache), same text")
+EOF
+
+# The wallet and the network through the API, as the dashboard and `avadios wallet/peers` see them; then this
+# host acts as a peer: a signed P2P Hello over the published TCP port (the certificate must prove the node key
+# in the home volume) and a DHT ping over the published UDP port (the DHT believes a datagram only when it
+# comes from the address its signed credential names, so this also shows no NAT rewrote the addresses).
+"$py" - "$api" "$api_key" "$home" "$address" <<'EOF' || fail "wallet, peers, P2P and DHT"
+import asyncio, os, sys, tempfile, time, httpx
+from pathlib import Path
+from avadios import identity
+from avadios.multiaddr import parse
+from avadios.records import dht_id_for
+from avadios.v1 import discovery_pb2, p2p_pb2
+from services.discovery.dht import DhtNode
+from services.gateway.p2p import P2PNode
+
+api, key, home, address = sys.argv[1:5]
+auth = {"Authorization": f"Bearer {key}"}
+host = os.environ["AVADIOS_ADVERTISE_HOST"]
+p2p_port, dht_port = int(os.environ["AVADIOS_P2P_PORT"]), int(os.environ["AVADIOS_DHT_PORT"])
+node = identity.load(Path(home))
+assert httpx.get(api + "/api/wallet", timeout=10).status_code == 401, "the wallet route must need the key"
+wallet = httpx.get(api + "/api/wallet", headers=auth, timeout=10).json()
+assert wallet["address"] == address and wallet["spendable"] == 1_000_000_000, wallet
+print(f"SMOKE GET /api/wallet: {wallet['address'][:24]}… spendable {wallet['spendable']} micro-AUTOM (solo genesis)")
+peers = httpx.get(api + "/api/peers", headers=auth, timeout=10).json()
+assert peers["node_id"] == node.node_id, (peers, node.node_id)
+assert peers["dht_address"] == f"/ip4/{host}/udp/{dht_port}", peers
+print(f"SMOKE GET /api/peers: node {peers['node_id'][:16]}…, DHT {peers['dht_address']}, {len(peers['peers'])} peers")
+
+
+async def as_a_peer() -> None:
+    me = identity.load_or_create(Path(tempfile.mkdtemp()))
+
+    async def no_profile() -> discovery_pb2.SignedRecord:
+        return discovery_pb2.SignedRecord()
+
+    p2p = P2PNode(me, "127.0.0.1", 0, no_profile, run_dir=Path(tempfile.mkdtemp()))
+    target = parse(f"/ip4/{host}/tcp/{p2p_port}/p2p/{node.node_id}")
+    reply, sender, rtt = await p2p.request(target, p2p_pb2.HelloRequest(), p2p_pb2.HelloReply)
+    profile = discovery_pb2.CapabilityProfile.FromString(reply.profile.payload)
+    assert sender == node.node_id and profile.node_id == node.node_id, (sender, profile.node_id)
+    assert f"/ip4/{host}/udp/{dht_port}" in profile.addresses, profile.addresses
+    print(f"SMOKE P2P Hello to {target.address}: signed reply from the node key, {rtt:.1f} ms; "
+          f"profile addresses {list(profile.addresses)}, models {[m.name for m in profile.models]}")
+    dht = DhtNode(me, host, 0, rpc_timeout_s=3)
+    await dht.listen()
+    try:
+        started = time.perf_counter()
+        found = await dht.ping((host, dht_port))
+        assert found is not None, "no verified DHT answer"
+        assert found.id == dht_id_for(node.public_key), "a DHT answer from another id"
+        print(f"SMOKE DHT ping to {host}:{dht_port}/udp: verified answer from the node's DHT id, "
+              f"{(time.perf_counter() - started) * 1000:.1f} ms")
+    finally:
+        dht.stop()
+
+
+asyncio.run(as_a_peer())
 EOF
 
 ids() { podman ps --filter "label=io.podman.compose.project=$project" --format '{{.ID}}' | sort | tr '\n' ' '; }

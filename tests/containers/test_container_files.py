@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,8 @@ from .validation import (
     REPO,
     compose_reference_errors,
     compose_schema_errors,
+    coverage_errors,
+    exposure_errors,
     file_schema_errors,
     kustomize,
     manifest_files,
@@ -24,20 +29,37 @@ from .validation import (
 OVERLAY = Path("k8s/overlays/provider")
 # The base deliberately leaves the node's keys to the overlay (they are the node's identity).
 BASE_EXTERNAL = {("Secret", "avadios-node-keys")}
+# make-keys.sh makes the wallet with the avadios CLI: this venv's.
+MAKE_KEYS_ENV = {**os.environ, "AVADIOS": str(Path(sys.executable).parent / "avadios")}
 
 
-def _copy_with_keys(dest: Path) -> Path:
-    """A copy of the repo's container files, with throwaway node keys made by k8s/make-keys.sh."""
+def _make_keys(dest: Path) -> subprocess.CompletedProcess[bytes]:
+    script = REPO / "k8s/make-keys.sh"
+    return subprocess.run(["bash", str(script), str(dest)], capture_output=True, env=MAKE_KEYS_ENV, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Throwaway node keys and wallet made once by k8s/make-keys.sh (the CLI start is the slow part)."""
+    dest = tmp_path_factory.mktemp("keys") / "keys"
+    made = _make_keys(dest)
+    assert made.returncode == 0, made.stderr
+    return dest
+
+
+def _copy_with_keys(dest: Path, keys: Path | None) -> Path:
+    """A copy of the repo's container files; with `keys`, also k8s/ with those keys in the overlay."""
     for name in ("compose.yaml", ".env.example"):
         shutil.copy(REPO / name, dest / name)
-    shutil.copytree(REPO / "k8s", dest / "k8s", ignore=shutil.ignore_patterns("keys"))
-    subprocess.run(["bash", str(dest / "k8s/make-keys.sh"), str(dest / OVERLAY / "keys")], check=True, timeout=30)
+    if keys is not None:
+        shutil.copytree(REPO / "k8s", dest / "k8s", ignore=shutil.ignore_patterns("keys"))
+        shutil.copytree(keys, dest / OVERLAY / "keys")
     return dest
 
 
 @pytest.fixture(scope="module")
-def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict]]:
-    root = _copy_with_keys(tmp_path_factory.mktemp("k8s"))
+def rendered(tmp_path_factory: pytest.TempPathFactory, keys: Path) -> dict[str, list[dict]]:
+    root = _copy_with_keys(tmp_path_factory.mktemp("k8s"), keys)
     return {"base": kustomize(root / "k8s/base"), "provider": kustomize(root / OVERLAY)}
 
 
@@ -57,6 +79,8 @@ def _all_errors(root: Path, parts: tuple[str, ...] = ("compose", "k8s")) -> list
         return [*errors, str(exc)]
     errors += schema_errors(base, "kustomize base") + schema_errors(provider, "kustomize provider")
     errors += reference_errors(base, BASE_EXTERNAL) + reference_errors(provider)
+    errors += exposure_errors(base) + exposure_errors(provider)
+    errors += coverage_errors(base, "kustomize base") + coverage_errors(provider, "kustomize provider")
     return errors
 
 
@@ -72,16 +96,33 @@ def test_compose_references_and_env_example_are_consistent() -> None:
     assert errors == []
 
 
-def test_compose_runs_every_service_with_a_healthcheck_and_publishes_the_api_on_loopback() -> None:
+def _defaults(text: str) -> str:
+    """A compose string as it reads with every ${VAR:-default} left at its default."""
+    return re.sub(r"\$\{[A-Z0-9_]+:-([^}]*)\}", r"\1", text)
+
+
+def test_compose_runs_every_service_with_a_healthcheck_and_only_the_edge_is_published() -> None:
     compose = yaml.safe_load((REPO / "compose.yaml").read_text())
     services = compose["services"]
-    assert {"nats", "gateway", "inference", "cache"} <= set(services)
+    assert {"nats", "cache", "ledger", "inference", "discovery", "gateway"} <= set(services)
     for name, svc in services.items():
         assert svc["healthcheck"]["test"], name
         assert "container_name" not in svc, f"{name}: a fixed container name breaks --scale"
-    assert services["gateway"]["ports"] == ["${AVADIOS_API_BIND:-127.0.0.1}:${AVADIOS_API_PUBLISH_PORT:-8740}:8740/tcp"]
-    assert all("ports" not in s for n, s in services.items() if n != "gateway"), "only the gateway is published"
+    # The API on loopback; P2P (TCP) and DHT (UDP) open to peers, on the same port inside and out, since
+    # the node tells peers the port it listens on.
+    assert [_defaults(p) for p in services["gateway"]["ports"]] == ["127.0.0.1:8740:8740/tcp", "0.0.0.0:4001:4001/tcp"]
+    assert [_defaults(p) for p in services["discovery"]["ports"]] == ["0.0.0.0:4002:4002/udp"]
+    assert {n for n, s in services.items() if "ports" in s} == {"gateway", "discovery"}
     assert compose["networks"]["internal"]["internal"] is True
+    assert {n for n, s in services.items() if "edge" in s.get("networks", [])} == {"gateway", "discovery"}
+    # Each single writer has a volume of its own that no other service mounts.
+    for name, volume in (("cache", "cache"), ("ledger", "ledger"), ("discovery", "discovery")):
+        mounts = {n for n, s in services.items() for v in s.get("volumes", []) if v.split(":")[0] == volume}
+        assert mounts == {name}, (volume, mounts)
+        assert f"{volume}:/var/lib/avadios/{volume}" in services[name]["volumes"]
+    gateway_needs = services["gateway"]["depends_on"]
+    for needed in ("cache", "ledger", "inference", "discovery"):
+        assert gateway_needs[needed]["condition"] == "service_healthy", needed
 
 
 @pytest.mark.parametrize("path", manifest_files(REPO / "k8s"), ids=lambda p: str(p.relative_to(REPO)))
@@ -107,14 +148,36 @@ def test_provider_overlay_has_the_promised_shape(rendered: dict[str, list[dict]]
     assert {
         ("StatefulSet", "nats"),
         ("StatefulSet", "cache"),
+        ("StatefulSet", "ledger"),
+        ("StatefulSet", "discovery"),
         ("Deployment", "gateway"),
         ("Deployment", "inference"),
         ("HorizontalPodAutoscaler", "inference"),
+        ("PodDisruptionBudget", "gateway"),
+        ("PodDisruptionBudget", "inference"),
         ("Secret", "avadios-node-keys"),
     } <= kinds
     assert all(d["metadata"].get("namespace") == "avadios" for d in docs if d["kind"] != "Namespace")
-    # Services expose nothing to the outside until the P2P port exists.
-    assert all(d["spec"].get("type", "ClusterIP") == "ClusterIP" for d in docs if d["kind"] == "Service")
+    by_name = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    # One Service leaves the cluster: P2P over TCP and the DHT over UDP, keeping client addresses.
+    public = [d for d in docs if d["kind"] == "Service" and d["spec"].get("type", "ClusterIP") != "ClusterIP"]
+    assert [d["metadata"]["name"] for d in public] == ["p2p"]
+    p2p = public[0]["spec"]
+    assert p2p["type"] == "LoadBalancer" and p2p["externalTrafficPolicy"] == "Local"
+    ports = {(p["port"], p["protocol"], p["targetPort"]) for p in p2p["ports"]}
+    assert ports == {(4001, "TCP", "p2p"), (4002, "UDP", "dht")}
+    config = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("avadios-config"))
+    assert config["data"]["AVADIOS_P2P_PORT"] == "4001" and config["data"]["AVADIOS_DHT_PORT"] == "4002"
+    assert config["data"]["AVADIOS_ADVERTISE_HOST"], "the overlay must tell peers an address"
+    # Single writers: one replica, their data on a PVC of their own; the ledger's PVC is its whole home, so the
+    # genesis it made stays with the database.
+    homes = {"cache": "/var/lib/avadios/cache", "ledger": "/var/lib/avadios", "discovery": "/var/lib/avadios/discovery"}
+    for name, mount in homes.items():
+        sts = by_name[("StatefulSet", name)]["spec"]
+        assert sts["replicas"] == 1
+        assert [t["metadata"]["name"] for t in sts["volumeClaimTemplates"]] == [name]
+        container = sts["template"]["spec"]["containers"][0]
+        assert {"name": name, "mountPath": mount} in container["volumeMounts"], name
     for d in docs:
         if d["kind"] in ("Deployment", "StatefulSet"):
             pod = d["spec"]["template"]["spec"]
@@ -126,15 +189,15 @@ def test_provider_overlay_has_the_promised_shape(rendered: dict[str, list[dict]]
                     assert c["readinessProbe"] and c["livenessProbe"], c["name"]
 
 
-def test_make_keys_writes_owner_only_keys_and_refuses_to_overwrite(tmp_path: Path) -> None:
-    script = REPO / "k8s/make-keys.sh"
-    subprocess.run(["bash", str(script), str(tmp_path / "keys")], check=True, timeout=30)
-    for name, size in (("node.key", 32), ("api.key", 52)):
+def test_make_keys_writes_owner_only_keys_and_a_wallet_and_refuses_to_overwrite(tmp_path: Path) -> None:
+    made = _make_keys(tmp_path / "keys")
+    assert made.returncode == 0, made.stderr
+    assert any(len(line.split()) == 24 for line in made.stdout.decode().splitlines())  # the phrase, shown once
+    for name, size in (("node.key", 32), ("api.key", 52), ("wallet.seed", 32)):
         path = tmp_path / "keys" / name
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         assert path.stat().st_size == size
-    again = subprocess.run(["bash", str(script), str(tmp_path / "keys")], capture_output=True, timeout=30)
-    assert again.returncode != 0
+    assert _make_keys(tmp_path / "keys").returncode != 0
 
 
 # --- deliberately broken copies must fail ---------------------------------------------------------------
@@ -243,13 +306,89 @@ BROKEN = [
 ]
 
 
-def test_the_committed_files_pass_every_check(tmp_path: Path) -> None:
-    assert _all_errors(_copy_with_keys(tmp_path)) == []
+BROKEN += [
+    pytest.param(
+        "compose.yaml",
+        "      - ledger:/var/lib/avadios/ledger",
+        "      - ledgr:/var/lib/avadios/ledger",
+        "no volume 'ledgr'",
+        id="compose-ledger-missing-volume",
+    ),
+    pytest.param(
+        "compose.yaml",
+        'command: ["python", "-m", "services.discovery"]',
+        'command: ["python", "-m", "services.discovery_v2"]',
+        "no container runs services.discovery",
+        id="compose-service-of-avadios-up-missing",
+    ),
+    pytest.param(
+        "compose.yaml",
+        "    AVADIOS_DHT_PORT: ${AVADIOS_DHT_PORT:-4002}\n",
+        "",
+        "AVADIOS_DHT_PORT is set nowhere",
+        id="compose-setting-not-passed",
+    ),
+    pytest.param(
+        "compose.yaml",
+        '    command: ["python", "-m", "services.ledger"]\n',
+        '    command: ["python", "-m", "services.ledger"]\n    networks: [internal, edge]\n',
+        "services.ledger.networks: 'edge' has a route out",
+        id="compose-ledger-on-the-edge",
+    ),
+    pytest.param(
+        "k8s/base/ledger.yaml",
+        "    - metadata:\n        name: ledger",
+        "    - metadata:\n        name: ledger-data",
+        "mounts volume 'ledger'",
+        id="k8s-ledger-claim-misnamed",
+    ),
+    pytest.param(
+        "k8s/base/public.yaml",
+        "      targetPort: dht\n      protocol: UDP",
+        "      targetPort: dht\n      protocol: TCP",
+        "'dht' is UDP",
+        id="k8s-dht-port-wrong-protocol",
+    ),
+    pytest.param(
+        "k8s/base/public.yaml",
+        "    - name: p2p\n      port: 4001",
+        "    - name: p2p\n      port: 8740",
+        "exposes 8740/TCP, not a public port",
+        id="k8s-public-service-exposes-the-api",
+    ),
+    pytest.param(
+        "k8s/base/ledger.yaml",
+        '        avadios.dev/nats-client: "true"\n',
+        '        avadios.dev/nats-client: "true"\n        avadios.dev/edge: "true"\n',
+        "opens egress to the outside for ['ledger']",
+        id="k8s-ledger-on-the-edge",
+    ),
+    pytest.param(
+        "k8s/base/kustomization.yaml",
+        "  - discovery.yaml\n",
+        "",
+        "no container runs services.discovery",
+        id="k8s-service-of-avadios-up-missing",
+    ),
+    pytest.param(
+        "k8s/base/avadios.env",
+        "AVADIOS_BOOTSTRAP=\n",
+        "",
+        "AVADIOS_BOOTSTRAP is set nowhere",
+        id="k8s-setting-not-passed",
+    ),
+]
+
+
+def test_the_committed_files_pass_every_check(tmp_path: Path, keys: Path) -> None:
+    assert _all_errors(_copy_with_keys(tmp_path, keys)) == []
 
 
 @pytest.mark.parametrize(("file", "old", "new", "expected"), BROKEN)
-def test_a_broken_copy_fails_validation(tmp_path: Path, file: str, old: str, new: str, expected: str) -> None:
-    root = _copy_with_keys(tmp_path)
+def test_a_broken_copy_fails_validation(
+    tmp_path: Path, keys: Path, file: str, old: str, new: str, expected: str
+) -> None:
+    root = _copy_with_keys(tmp_path, keys if file.startswith("k8s/") else None)
     path = root / file
     text = path.read_text()
     assert text.count(old) >= 1, f"{file} no longer contains {old!r}: update this test"

@@ -105,3 +105,18 @@ async def test_probe_fails_without_nats_and_checks_nats_health_endpoint(
     assert rc == 1 and "unreachable" in out
     rc, out = await probe(port, tmp_path, "nats", "--monitor-port", str(monitor))
     assert rc == 0, out
+
+
+async def test_probe_knows_ledger_and_discovery_and_discovery_is_ready_only_once_serving(
+    nats_ports: tuple[int, int], tmp_path: Path
+) -> None:
+    port, _ = nats_ports
+    here = socket.gethostname()
+    async with beating(port, "ledger", here, SERVING):
+        rc, out = await probe(port, tmp_path, "ledger", "--ready")
+        assert rc == 0, out
+    # Discovery says LOADING until it has published the node's profile: alive, not ready.
+    async with beating(port, "discovery", here, LOADING):
+        assert (await probe(port, tmp_path, "discovery"))[0] == 0
+        rc, out = await probe(port, tmp_path, "discovery", "--ready")
+        assert rc == 1 and "loading" in out

@@ -19,12 +19,23 @@ from typing import Any
 import kubernetes_validate
 import yaml
 
-from avadios.config import ENV_PREFIX, NodeConfig
+from avadios.config import ENV_PREFIX, SERVICES, NodeConfig
 
 REPO = Path(__file__).resolve().parents[2]
 K8S_VERSION = "1.37.0"  # the newest schema set kubernetes-validate bundles; strict = unknown keys are errors
 # Read by the service runtime (runtime.py), not part of NodeConfig.
 EXTRA_SETTINGS = {"AVADIOS_REPLICA"}
+# Settings the container files deliberately leave alone; every other one must be set somewhere in them, so a
+# setting added to config.py without compose and Kubernetes fails here (and the operator can change it).
+NOT_IN_CONTAINERS = {
+    "AVADIOS_NATS_HOST": "the embedded NATS of `avadios up`; containers use AVADIOS_NATS_URL",
+    "AVADIOS_NATS_PORT": "the same",
+    "AVADIOS_INFERENCE_REPLICAS": "`--scale inference=N` in compose, the HPA in Kubernetes",
+    "AVADIOS_P2P_TEST_DELAY_MS": "tests only",
+}
+# The only services that talk to the outside, and what the outside may reach of them.
+EDGE_SERVICES = {"gateway", "discovery"}
+PUBLIC_PORTS = {(4001, "TCP"), (4002, "UDP")}
 POD_OWNERS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"}
 
 Doc = dict[str, Any]
@@ -47,6 +58,19 @@ def unknown_settings(names: Iterable[str], where: str) -> list[str]:
     """AVADIOS_* names no service reads: a typo there is silently ignored at run time, so it is an error here."""
     known = known_settings()
     return [f"{where}: {n} is not an AVADIOS setting" for n in names if n.startswith(ENV_PREFIX) and n not in known]
+
+
+def missing_settings(names: Iterable[str], where: str) -> list[str]:
+    """Settings of config.py that `where` never sets (so an operator could not change them there)."""
+    wanted = known_settings() - EXTRA_SETTINGS - set(NOT_IN_CONTAINERS)
+    missing = sorted(wanted - set(names))
+    return [f"{where}: {n} is set nowhere (pass it, or list it in NOT_IN_CONTAINERS)" for n in missing]
+
+
+def missing_services(commands: Iterable[str], where: str) -> list[str]:
+    """Every service `avadios up` runs must run in `where` too: a command `python -m services.<name>`."""
+    ran = {c.split("services.", 1)[1].split()[0] for c in commands if "-m services." in c}
+    return [f"{where}: no container runs services.{n}, which `avadios up` runs" for n in SERVICES if n not in ran]
 
 
 # --- compose -------------------------------------------------------------------------------------------
@@ -79,6 +103,8 @@ def compose_reference_errors(compose_text: str, env_example_text: str) -> list[s
     volumes = set(compose.get("volumes") or {})
     networks = set(compose.get("networks") or {}) | {"default"}
     errors: list[str] = []
+    set_anywhere: set[str] = set()
+    commands: list[str] = []
     for name, svc in services.items():
         where = f"services.{name}"
         if "image" not in svc and "build" not in svc:
@@ -103,6 +129,16 @@ def compose_reference_errors(compose_text: str, env_example_text: str) -> list[s
         environment = svc.get("environment") or {}
         keys = environment if isinstance(environment, dict) else [e.split("=", 1)[0] for e in environment]
         errors += unknown_settings(keys, f"{where}.environment")
+        set_anywhere.update(keys)
+        command = svc.get("command") or []
+        commands.append(" ".join(command) if isinstance(command, list) else str(command))
+        if name not in EDGE_SERVICES:
+            if svc.get("ports"):
+                errors.append(f"{where}.ports: only {sorted(EDGE_SERVICES)} may be reached from outside")
+            for net in _names(svc.get("networks")) or ["default"]:
+                if not ((compose.get("networks") or {}).get(net) or {}).get("internal"):
+                    errors.append(f"{where}.networks: {net!r} has a route out; only {sorted(EDGE_SERVICES)} may")
+    errors += missing_settings(set_anywhere, "compose.yaml") + missing_services(commands, "compose.yaml")
     used = set(_VARIABLE.findall(compose_text))
     documented = set(_ENV_LINE.findall(env_example_text))
     errors += [f".env.example does not document {v}, which compose.yaml uses" for v in sorted(used - documented)]
@@ -210,10 +246,11 @@ def reference_errors(docs: list[Doc], external: Iterable[tuple[str, str]] = ()) 
             claims = {t["metadata"]["name"] for t in spec.get("volumeClaimTemplates") or []}
             volumes = {v["name"] for v in pod.get("volumes") or []} | claims
             for vol in pod.get("volumes") or []:
-                if "secret" in vol:
+                # optional: the pod starts without it (e.g. a genesis ConfigMap only some overlays provide)
+                if "secret" in vol and not vol["secret"].get("optional"):
                     for item in vol["secret"].get("items") or [{}]:
                         need("Secret", vol["secret"]["secretName"], where, item.get("key"))
-                if "configMap" in vol:
+                if "configMap" in vol and not vol["configMap"].get("optional"):
                     for item in vol["configMap"].get("items") or [{}]:
                         need("ConfigMap", vol["configMap"]["name"], where, item.get("key"))
                 if "persistentVolumeClaim" in vol:
@@ -249,17 +286,22 @@ def reference_errors(docs: list[Doc], external: Iterable[tuple[str, str]] = ()) 
             selected = [(d, labels) for d, labels in pods if _matches(spec["selector"], labels)]
             if not selected:
                 errors.append(f"{where}: selector matches no pod")
+            declared = {
+                p.get("name"): p.get("protocol", "TCP")
+                for d, _ in selected
+                for c in _containers(_pod_spec(d) or {})
+                for p in c.get("ports") or []
+            }
             for port in spec.get("ports") or []:
                 target = port.get("targetPort")
                 if isinstance(target, str):
-                    declared = {
-                        p.get("name")
-                        for d, _ in selected
-                        for c in _containers(_pod_spec(d) or {})
-                        for p in c.get("ports") or []
-                    }
                     if target not in declared:
                         errors.append(f"{where}: targetPort {target!r} is not a port of the selected pods")
+                    elif declared[target] != port.get("protocol", "TCP"):
+                        errors.append(
+                            f"{where}: port {port.get('name')!r} is {port.get('protocol', 'TCP')} but the pods' "
+                            f"{target!r} is {declared[target]}"
+                        )
         if kind == "HorizontalPodAutoscaler":
             need(spec["scaleTargetRef"]["kind"], spec["scaleTargetRef"]["name"], where)
         if kind == "PodDisruptionBudget" and not any(_matches(spec.get("selector"), lb) for _, lb in pods):
@@ -275,3 +317,49 @@ def reference_errors(docs: list[Doc], external: Iterable[tuple[str, str]] = ()) 
                 if sel and (sel.get("matchLabels") or {}) and not any(_matches(sel, lb) for _, lb in pods):
                     errors.append(f"{where}: podSelector {sel} matches no pod")
     return errors
+
+
+def _component(labels: dict[str, str]) -> str:
+    return labels.get("app.kubernetes.io/component", "?")
+
+
+def exposure_errors(docs: list[Doc]) -> list[str]:
+    """Only the edge services (gateway, discovery) may talk to or be reached from the outside, and from outside
+    only the public ports: open NetworkPolicy rules and LoadBalancer/NodePort Services must select nothing else."""
+    pods = [_pod_labels(d) for d in docs if _pod_spec(d) is not None]
+    errors: list[str] = []
+
+    def check(selector: Doc | None, where: str, what: str) -> None:
+        others = sorted({_component(lb) for lb in pods if _matches(selector, lb)} - EDGE_SERVICES)
+        if others:
+            errors.append(f"{where}: {what} for {others}; only {sorted(EDGE_SERVICES)} may be")
+
+    for doc in docs:
+        where = f"{doc['kind']}/{doc['metadata']['name']}"
+        spec = doc.get("spec") or {}
+        if doc["kind"] == "NetworkPolicy":
+            for direction, peers in (("egress", "to"), ("ingress", "from")):
+                for rule in spec.get(direction) or []:
+                    # DNS anywhere is allowed: where the cluster's resolver runs (kube-dns, node-local) varies.
+                    dns_only = rule.get("ports") and all(p.get("port") == 53 for p in rule["ports"])
+                    if not dns_only and (not rule.get(peers) or any("ipBlock" in p for p in rule[peers])):
+                        check(spec.get("podSelector"), where, f"opens {direction} to the outside")
+        if doc["kind"] == "Service" and (spec.get("type") in ("LoadBalancer", "NodePort") or spec.get("externalIPs")):
+            check(spec.get("selector"), where, "exposes pods outside the cluster")
+            for port in spec.get("ports") or []:
+                number, protocol = port.get("port"), port.get("protocol", "TCP")
+                if (number, protocol) not in PUBLIC_PORTS:
+                    errors.append(f"{where}: exposes {number}/{protocol}, not a public port")
+    return errors
+
+
+def coverage_errors(docs: list[Doc], where: str) -> list[str]:
+    """Every service `avadios up` runs has a workload, and every setting is set somewhere (ConfigMap or env)."""
+    commands, names = [], set()
+    for doc in docs:
+        if doc["kind"] == "ConfigMap":
+            names |= set(doc.get("data") or {})
+        for c in _containers(_pod_spec(doc) or {}):
+            commands.append(" ".join(c.get("command") or []))
+            names |= {e["name"] for e in c.get("env") or []}
+    return missing_services(commands, where) + missing_settings(names, where)
