@@ -121,7 +121,8 @@ class NodeTls:
         key_pem = key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
-        run_dir.mkdir(parents=True, exist_ok=True)  # only `avadios up` makes it; a container may not have it
+        if run_dir is not None:  # only `avadios up` makes it; a container's home may not have it
+            run_dir.mkdir(parents=True, exist_ok=True)
         directory = Path(tempfile.mkdtemp(prefix="avadios-tls-", dir=run_dir))
         cert_file, key_file = directory / "client.pem", directory / "client.key"
         cert_file.write_bytes(_pem(client))
