@@ -69,7 +69,13 @@ class LedgerRoom(ledger_pb2_grpc.LedgerServicer):
         # A replica alone in its genesis (a solo node) has no one to tell; otherwise peers hear of every block and
         # vote through the gateway, and chains confirmed while we were away come back by catch-up.
         self.net = NetGossip(peering) if len(self.genesis.representatives) > 1 else None
-        self.replica = Replica(self.ledger, node.signing_key, gossip=self.net, schedule_flush=self._schedule_flush)
+        self.replica = Replica(
+            self.ledger,
+            node.signing_key,
+            gossip=self.net,
+            schedule_flush=self._schedule_flush,
+            online_window_ms=int(ctx.config.ledger_online_window_s * 1000),
+        )
         self.catchup = CatchUp(self.replica, peering)
         self._catchup_task: asyncio.Task[None] | None = None
         self._flushed: asyncio.Future[None] | None = None
