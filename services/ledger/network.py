@@ -72,6 +72,8 @@ class NetGossip:
                 except AvadiosError as exc:
                     # the gateway is not up yet (or restarting): what we lose here, the replica's tick re-sends
                     self._warn("ledger gossip not sent: %s", exc.message)
+                except Exception as exc:  # this task must outlive any one failed send
+                    self._warn("ledger gossip not sent: %s", f"{type(exc).__name__}: {exc}")
 
     def _warn(self, text: str, detail: str) -> None:
         now = time.monotonic()

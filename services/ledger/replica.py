@@ -243,7 +243,16 @@ class Replica:
             for election in list(self.elections.values()):
                 if not self._live(election):
                     continue
-                if now - election.voted_ms < REVOTE_AFTER_MS or election.own_final is not None:
+                if now - election.voted_ms < REVOTE_AFTER_MS:
+                    continue
+                if election.own_final is not None:
+                    # Our final vote never changes, but a peer may have missed it (it was away, its gateway was
+                    # not up yet): without a repeat, an election one final short of quorum would wait forever.
+                    own = election.final.get(self.self_rep)
+                    if own is not None:
+                        self._broadcast_block(election.candidates[election.own_final])
+                        self._broadcast(Gossiped(vote=own.vote))
+                    election.voted_ms = now
                     continue
                 if self.key is not None and election.own_vote is not None:
                     leader = self._leader(election)
