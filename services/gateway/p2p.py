@@ -10,7 +10,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import blake3
 import grpc
@@ -20,7 +20,7 @@ from avadios.errors import AvadiosError, InvalidArgument, RpcError, Unavailable
 from avadios.identity import Identity
 from avadios.multiaddr import Multiaddr, parse
 from avadios.transport import ServerContext
-from avadios.v1 import common_pb2, discovery_pb2, p2p_pb2, p2p_pb2_grpc
+from avadios.v1 import common_pb2, discovery_pb2, ledger_pb2, p2p_pb2, p2p_pb2_grpc
 from services.gateway.envelope import (
     CLOCK_SKEW_S,
     MAX_BODY_BYTES,
@@ -220,9 +220,17 @@ class _Servicer(p2p_pb2_grpc.P2PServicer):
 class PeeringServicer(p2p_pb2_grpc.PeeringServicer):
     """In-node: other services reach peers only through this (over NATS), never with sockets of their own."""
 
-    def __init__(self, node: P2PNode, health: Callable[[], common_pb2.HealthReply]) -> None:
+    def __init__(
+        self, node: P2PNode, health: Callable[[], common_pb2.HealthReply], ledger: LedgerPeering | None = None
+    ) -> None:
         self.node = node
         self._health = health
+        self._ledger = ledger
+
+    def _ledger_relay(self) -> LedgerPeering:
+        if self._ledger is None:
+            raise Unavailable("this gateway relays no ledger traffic")
+        return self._ledger
 
     @staticmethod
     def _addr(request: p2p_pb2.PeerAddress) -> Multiaddr:
@@ -247,3 +255,35 @@ class PeeringServicer(p2p_pb2_grpc.PeeringServicer):
 
     async def Health(self, request: common_pb2.HealthRequest, context: ServerContext) -> common_pb2.HealthReply:
         return self._health()
+
+    async def BroadcastLedger(
+        self, request: ledger_pb2.LedgerGossipBatch, context: ServerContext
+    ) -> p2p_pb2.PeerBroadcastReply:
+        return await self._ledger_relay().broadcast(request)
+
+    async def LedgerFrontiers(
+        self, request: p2p_pb2.PeerLedgerFrontiersRequest, context: ServerContext
+    ) -> ledger_pb2.LedgerFrontiersReply:
+        return await self._ledger_relay().frontiers(request)
+
+    async def LedgerChain(
+        self, request: p2p_pb2.PeerLedgerChainRequest, context: ServerContext
+    ) -> ledger_pb2.LedgerChainReply:
+        return await self._ledger_relay().chain(request)
+
+    async def LedgerPeers(
+        self, request: p2p_pb2.LedgerPeersRequest, context: ServerContext
+    ) -> p2p_pb2.LedgerPeersReply:
+        return p2p_pb2.LedgerPeersReply(multiaddrs=[str(a) for a in await self._ledger_relay().peers()])
+
+
+class LedgerPeering(Protocol):
+    """The ledger side of Peering (services/gateway/ledger_relay.py)."""
+
+    async def broadcast(self, batch: ledger_pb2.LedgerGossipBatch) -> p2p_pb2.PeerBroadcastReply: ...
+
+    async def frontiers(self, request: p2p_pb2.PeerLedgerFrontiersRequest) -> ledger_pb2.LedgerFrontiersReply: ...
+
+    async def chain(self, request: p2p_pb2.PeerLedgerChainRequest) -> ledger_pb2.LedgerChainReply: ...
+
+    async def peers(self) -> list[Multiaddr]: ...

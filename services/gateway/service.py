@@ -13,8 +13,9 @@ from google.protobuf.descriptor import ServiceDescriptor
 from avadios.identity import load_or_create, load_or_create_api_key
 from avadios.runtime import ServiceContext
 from avadios.transport import NatsChannel, Stub
-from avadios.v1 import common_pb2, discovery_pb2, p2p_pb2
+from avadios.v1 import common_pb2, discovery_pb2, ledger_pb2, p2p_pb2
 from services.gateway.app import Gateway, build_app
+from services.gateway.ledger_relay import LedgerRelay
 from services.gateway.p2p import P2PNode, PeeringServicer
 from services.gateway.peers_api import add_peer_routes
 
@@ -39,6 +40,12 @@ class GatewayRoom:
         api_key = None if config.api_is_local else load_or_create_api_key(config.home)
         self.gateway = Gateway(config, NatsChannel(ctx.nc), ctx.node_id, api_key)
         self.p2p = _p2p_node(ctx)
+        channel = NatsChannel(ctx.nc)
+        self.ledger_relay = LedgerRelay(
+            self.p2p,
+            Stub(channel, "ledger", ledger_pb2.DESCRIPTOR.services_by_name["Ledger"]),
+            Stub(channel, "discovery", discovery_pb2.DESCRIPTOR.services_by_name["Discovery"]),
+        )
         app = build_app(self.gateway)
         add_peer_routes(app, self.gateway, NatsChannel(ctx.nc))
         self._server = _Server(
@@ -62,7 +69,7 @@ class GatewayRoom:
 
     @property
     def servicer(self) -> object:
-        return PeeringServicer(self.p2p, self.health)
+        return PeeringServicer(self.p2p, self.health, self.ledger_relay)
 
     async def start(self) -> None:
         await self.p2p.start()

@@ -12,7 +12,8 @@ Voting (Nano's open representative voting, two-phase):
 - an election stuck without quorum (a fork split the votes) re-votes after a while: a representative moves its
   normal vote to the candidate with the most weight (ties: lowest hash), so the split converges.
 Two final quorums of one slot would need a representative to sign two final votes: an honest one never does.
-Quorum: weight > 2/3 of max(online weight, floor% of all weight), online = voted within ONLINE_WINDOW_MS.
+Quorum: weight > 2/3 of max(online weight, floor% of all weight), online = voted within the online window
+(ONLINE_WINDOW_MS by default). Any window is safe: the floor keeps every quorum over half of all weight.
 
 One vote signs up to MAX_VOTE_HASHES block hashes and counts for each of them on its own (a `Ballot`). Our own
 votes wait in an outbox until `flush` signs them: a replica under load signs one vote per batch of blocks, not
@@ -111,8 +112,10 @@ class Replica:
         gossip: Gossip | None = None,
         clock: Callable[[], int] = now_ms,
         schedule_flush: Callable[[], None] | None = None,
+        online_window_ms: int = ONLINE_WINDOW_MS,
     ) -> None:
         self.ledger = ledger
+        self.online_window_ms = online_window_ms
         self.genesis = ledger.genesis
         self.network = ledger.network
         self.gossip: Gossip = gossip or NoGossip()
@@ -145,7 +148,7 @@ class Replica:
 
     def online_representatives(self) -> set[bytes]:
         now = self.clock()
-        online = {rep for rep, seen in self._last_seen.items() if now - seen <= ONLINE_WINDOW_MS}
+        online = {rep for rep, seen in self._last_seen.items() if now - seen <= self.online_window_ms}
         if self.self_rep:
             online.add(self.self_rep)
         return online
@@ -240,7 +243,16 @@ class Replica:
             for election in list(self.elections.values()):
                 if not self._live(election):
                     continue
-                if now - election.voted_ms < REVOTE_AFTER_MS or election.own_final is not None:
+                if now - election.voted_ms < REVOTE_AFTER_MS:
+                    continue
+                if election.own_final is not None:
+                    # Our final vote never changes, but a peer may have missed it (it was away, its gateway was
+                    # not up yet): without a repeat, an election one final short of quorum would wait forever.
+                    own = election.final.get(self.self_rep)
+                    if own is not None:
+                        self._broadcast_block(election.candidates[election.own_final])
+                        self._broadcast(Gossiped(vote=own.vote))
+                    election.voted_ms = now
                     continue
                 if self.key is not None and election.own_vote is not None:
                     leader = self._leader(election)

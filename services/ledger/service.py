@@ -1,4 +1,4 @@
-"""The Ledger servicer: this node's full replica, answering wallets and (later) peers over NATS."""
+"""The Ledger servicer: this node's full replica, answering wallets over NATS and peers through the gateway."""
 
 from __future__ import annotations
 
@@ -8,20 +8,23 @@ import logging
 from pathlib import Path
 
 from avadios import identity
-from avadios.errors import InvalidArgument, NotFound
+from avadios.errors import AvadiosError, InvalidArgument, NotFound
 from avadios.ledger.address import encode_address
-from avadios.ledger.block import HASH_BYTES, KEY_BYTES
-from avadios.ledger.errors import StalePredecessor
+from avadios.ledger.block import HASH_BYTES, KEY_BYTES, verify_block, verify_vote
+from avadios.ledger.errors import BadVote, LedgerError, StalePredecessor
 from avadios.ledger.genesis import GENESIS_FILE, Genesis, load_genesis, save_genesis, solo_genesis
 from avadios.ledger.wallet import wallet_path
 from avadios.runtime import ServiceContext
-from avadios.transport import ServerContext
-from avadios.v1 import common_pb2, ledger_pb2, ledger_pb2_grpc
+from avadios.transport import NatsChannel, ServerContext, Stub
+from avadios.v1 import common_pb2, ledger_pb2, ledger_pb2_grpc, p2p_pb2
+from services.ledger.network import CatchUp, NetGossip
 from services.ledger.replica import LedgerChainSource, Replica
 from services.ledger.state import Ledger
 
 log = logging.getLogger("avadios.ledger")
 TICK_S = 1.0
+CATCHUP_FIRST_S = 1.0  # after a start: retried this often until a peer answers (the gateway starts last)
+CATCHUP_EVERY_S = 5.0  # then: chains confirmed while gossip missed us (a partition, a dropped batch)
 MAX_PAGE = 1000
 CONFIRMED = ledger_pb2.BLOCK_STATUS_CONFIRMED
 UNCONFIRMED = ledger_pb2.BLOCK_STATUS_UNCONFIRMED
@@ -62,7 +65,19 @@ class LedgerRoom(ledger_pb2_grpc.LedgerServicer):
         node = identity.load_or_create(home)
         self.genesis = genesis_for(home, node.public_key)
         self.ledger = Ledger(home / "ledger", self.genesis)
-        self.replica = Replica(self.ledger, node.signing_key, schedule_flush=self._schedule_flush)
+        peering = Stub(NatsChannel(ctx.nc), "gateway", p2p_pb2.DESCRIPTOR.services_by_name["Peering"])
+        # A replica alone in its genesis (a solo node) has no one to tell; otherwise peers hear of every block and
+        # vote through the gateway, and chains confirmed while we were away come back by catch-up.
+        self.net = NetGossip(peering) if len(self.genesis.representatives) > 1 else None
+        self.replica = Replica(
+            self.ledger,
+            node.signing_key,
+            gossip=self.net,
+            schedule_flush=self._schedule_flush,
+            online_window_ms=int(ctx.config.ledger_online_window_s * 1000),
+        )
+        self.catchup = CatchUp(self.replica, peering)
+        self._catchup_task: asyncio.Task[None] | None = None
         self._flushed: asyncio.Future[None] | None = None
         self.source = LedgerChainSource(self.ledger)
         self._waiters: dict[bytes, list[asyncio.Future[bool]]] = {}
@@ -89,6 +104,25 @@ class LedgerRoom(ledger_pb2_grpc.LedgerServicer):
 
     async def start(self) -> None:
         self._tick = asyncio.create_task(self._ticker())
+        if self.net is not None:
+            self.net.start()
+            self._catchup_task = asyncio.create_task(self._catch_up_loop())
+
+    async def _catch_up_loop(self) -> None:
+        caught_up_once = False
+        while True:
+            await asyncio.sleep(CATCHUP_EVERY_S if caught_up_once else CATCHUP_FIRST_S)
+            try:
+                report = await self.catchup.run_once()
+            except AvadiosError as exc:
+                log.debug("catch-up: %s", exc.message)
+                continue
+            except Exception:
+                log.exception("catch-up failed")
+                continue
+            if report is not None and not caught_up_once:
+                caught_up_once = True
+                log.info("caught up with a peer after start", extra={"applied": report.applied})
 
     async def _ticker(self) -> None:
         while True:
@@ -99,10 +133,13 @@ class LedgerRoom(ledger_pb2_grpc.LedgerServicer):
                 log.exception("ledger tick failed")
 
     async def stop(self) -> None:
-        if self._tick is not None:
-            self._tick.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._tick
+        for task in (self._tick, self._catchup_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if self.net is not None:
+            await self.net.stop()
         self._flush()  # staged blocks whose callers are still waiting are written, not lost
         self.ledger.close()
 
@@ -246,6 +283,27 @@ class LedgerRoom(ledger_pb2_grpc.LedgerServicer):
     async def Gossip(self, request: ledger_pb2.LedgerGossip, context: ServerContext) -> ledger_pb2.LedgerGossipAck:
         self.replica.on_gossip(request)
         return ledger_pb2.LedgerGossipAck()
+
+    async def GossipBatch(
+        self, request: ledger_pb2.LedgerGossipBatch, context: ServerContext
+    ) -> ledger_pb2.LedgerGossipAck:
+        """A peer's batch, relayed by our gateway: every signature is checked before any item is used, and one bad
+        item refuses the whole batch with its reason (an honest peer never sends one)."""
+        for index, item in enumerate(request.items):
+            try:
+                if item.HasField("block"):
+                    verify_block(item.block, self.ledger.network)
+                elif item.HasField("vote"):
+                    if not self.genesis.weight_of(item.vote.representative):
+                        raise BadVote("the vote's representative is not listed in this network's genesis")
+                    verify_vote(item.vote, self.ledger.network)
+                else:
+                    raise InvalidArgument("the item holds neither a block nor a vote")
+            except LedgerError as exc:
+                raise type(exc)(f"gossip item {index}: {exc.message}") from None
+        for item in request.items:
+            self.replica.on_gossip(item)
+        return ledger_pb2.LedgerGossipAck(accepted=len(request.items))
 
     async def GetFrontiers(
         self, request: ledger_pb2.LedgerFrontiersRequest, context: ServerContext

@@ -13,6 +13,8 @@ import httpx
 from rich.table import Table
 
 from avadios import devnet
+from avadios.ledger.amount import parse_autom
+from avadios.ledger.errors import LedgerError
 
 
 def _cli() -> ModuleType:
@@ -155,7 +157,8 @@ def cmd_devnet(args: argparse.Namespace) -> int:
     try:
         if args.action == "up":
             with cli.console.status(f"starting {args.nodes} nodes in {directory}…"):
-                devnet.up(directory, args.nodes, Path(args.model) if args.model else None, _settings(args.set))
+                model = Path(args.model) if args.model else None
+                devnet.up(directory, args.nodes, model, _settings(args.set), parse_autom(args.fund))
         elif args.action == "down":
             devnet.down(directory)
         elif args.action in ("stop", "start"):
@@ -171,6 +174,9 @@ def cmd_devnet(args: argparse.Namespace) -> int:
     except devnet.DevnetError as exc:
         cli.console.print(f"[red]error:[/] {exc}")
         return 1
+    except LedgerError as exc:
+        cli.console.print(f"[red]error:[/] {exc.message}")
+        return cli.EXIT_USAGE
     if args.action == "down":
         if args.json:
             cli._emit_json({"stopped": str(directory)})
@@ -179,10 +185,11 @@ def cmd_devnet(args: argparse.Namespace) -> int:
     if args.json:
         cli._emit_json({"dir": str(directory), "nodes": rows})
         return 0
-    table = Table("node", "node id", "API", "P2P multiaddr", "health", "home")
+    table = Table("node", "node id", "API", "P2P multiaddr", "wallet", "health", "home")
     for r in rows:
         health = r["health"] if r["health"] != "ok" else f"ok, discovery {r['discovery']}"
-        table.add_row(str(r["index"]), r["node_id"][:16] + "…", r["api_url"], r["p2p"], health, r["home"])
+        wallet = (r["wallet"] or "-")[:20] + "…"
+        table.add_row(str(r["index"]), r["node_id"][:16] + "…", r["api_url"], r["p2p"], wallet, health, r["home"])
     cli.console.print(table)
     return 0
 
@@ -203,6 +210,9 @@ def register(commands: Any) -> None:
     dev.add_argument("--node", type=int, default=None, help="stop/start: which node (1-based)")
     dev.add_argument("--kill", action="store_true", help="stop: SIGKILL the node and its processes (a crash)")
     dev.add_argument("--model", default=None, help="up: GGUF every node serves (default: a generated tiny model)")
+    dev.add_argument(
+        "--fund", default="1000", metavar="AUTOM", help="up: what the genesis gives every node's wallet (default 1000)"
+    )
     dev.add_argument(
         "--set", action="append", metavar="KEY=VALUE", help="up: a config.toml setting for every node (repeatable)"
     )

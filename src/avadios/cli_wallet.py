@@ -145,13 +145,17 @@ def cmd_wallet_send(args: argparse.Namespace) -> int:
 
 
 def cmd_wallet_receive(args: argparse.Namespace) -> int:
-    result = _run(args, lambda stub: _wallet_client(args, stub).receive_all())
+    async def body(stub: Stub) -> dict[str, int]:
+        # a dict, not the bare count: `_run` takes an int result for an exit status already reported
+        return {"received": await _wallet_client(args, stub).receive_all()}
+
+    result = _run(args, body)
     if isinstance(result, int):
         return result
     if args.json:
-        _emit({"received": result})
+        _emit(result)
     else:
-        print(f"received {result} pending payment(s)")
+        print(f"received {result['received']} pending payment(s)")
     return 0
 
 

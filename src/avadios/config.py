@@ -80,6 +80,9 @@ class NodeConfig:
     dead_after_failures: int = 3  # consecutive failed pings before a peer is dropped
     dht_rpc_timeout_s: float = 5.0
     p2p_max_body_bytes: int = 1 << 20
+    # A representative counts as online this long after its last vote (quorum: > 2/3 of online weight, with a
+    # floor of 75 % of all weight). Shorter: a network notices a dead representative sooner (devnet tests use 5).
+    ledger_online_window_s: float = 60.0
     # Tests only: delay every P2P reply by this much, to give one node a larger RTT than another.
     p2p_test_delay_ms: int = 0
 
@@ -173,6 +176,7 @@ _TYPES: dict[str, type] = {
     "dht_rpc_timeout_s": float,
     "p2p_max_body_bytes": int,
     "p2p_test_delay_ms": int,
+    "ledger_online_window_s": float,
 }
 
 
@@ -209,6 +213,8 @@ def _check_ports(config: NodeConfig) -> None:
         multiaddr.parse(text)  # raises ValueError naming what is wrong
     if config.price_micro_autom_per_1k < 0:
         raise ValueError("price_micro_autom_per_1k must not be negative")
+    if config.ledger_online_window_s <= 0:
+        raise ValueError("ledger_online_window_s must be positive")
     if config.inference_replicas < 1:
         raise ValueError("inference_replicas must be at least 1")
 

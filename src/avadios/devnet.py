@@ -1,5 +1,8 @@
 """`avadios devnet`: N full nodes on 127.0.0.1, each with its own home, NATS, services and ports, started in
-the background and bootstrapped in a chain (node i knows only node i-1 at first). State in DIR/devnet.json."""
+the background and bootstrapped in a chain (node i knows only node i-1 at first). State in DIR/devnet.json.
+
+One ledger network: DIR/genesis.json names every node key as a representative of equal weight and funds every
+node's wallet (made in its home) with 1,000 AUTOM (`--fund`); each home gets a copy, which its ledger loads."""
 
 from __future__ import annotations
 
@@ -19,6 +22,10 @@ import httpx
 
 from avadios import identity
 from avadios.config import CONFIG_FILE
+from avadios.ledger.address import encode_address
+from avadios.ledger.amount import Micro
+from avadios.ledger.genesis import DEVNET_BALANCE, GENESIS_FILE, devnet_genesis, save_genesis
+from avadios.ledger.wallet import Wallet, create_wallet, load_wallet, new_mnemonic, wallet_path
 from avadios.supervisor import NODE_FILE
 
 STATE_FILE = "devnet.json"
@@ -135,7 +142,30 @@ def create_node(
     }
     (home / CONFIG_FILE).write_text("".join(f"{k} = {_toml_value(v)}\n" for k, v in config.items()))
     node_id = identity.load_or_create(home).node_id
+    _wallet(home)
+    if (directory / GENESIS_FILE).exists():  # a node added later joins the devnet's network (not a representative)
+        (home / GENESIS_FILE).write_bytes((directory / GENESIS_FILE).read_bytes())
     return DevnetNode(index, str(home), node_id, api, nats, p2p, dht)
+
+
+def _wallet(home: Path) -> Wallet:
+    # A devnet wallet's recovery phrase is not shown: the seed stays in the home (0600), which is all a devnet needs.
+    return load_wallet(home) if wallet_path(home).exists() else create_wallet(home, new_mnemonic())
+
+
+def write_genesis(directory: Path, nodes: list[DevnetNode], fund: Micro = DEVNET_BALANCE) -> None:
+    """The devnet's one genesis: every node key a representative of weight 1, every node wallet funded with
+    `fund`; written to DIR/genesis.json and copied into every home (where the ledger looks for it)."""
+    keys = [identity.load_or_create(Path(n.home)).public_key for n in nodes]
+    wallets = [_wallet(Path(n.home)).account for n in nodes]
+    genesis = devnet_genesis(keys, wallets, balance=fund)
+    save_genesis(genesis, directory / GENESIS_FILE)
+    for node in nodes:
+        save_genesis(genesis, Path(node.home) / GENESIS_FILE)
+
+
+def wallet_address(node: DevnetNode) -> str:
+    return encode_address(load_wallet(Path(node.home)).account)
 
 
 def start(node: DevnetNode) -> int:
@@ -184,7 +214,9 @@ def wait_healthy(nodes: list[DevnetNode], timeout: float = HEALTH_TIMEOUT_S) -> 
         time.sleep(0.25)
 
 
-def up(directory: Path, count: int, model: Path | None, settings: dict[str, Any]) -> list[DevnetNode]:
+def up(
+    directory: Path, count: int, model: Path | None, settings: dict[str, Any], fund: Micro = DEVNET_BALANCE
+) -> list[DevnetNode]:
     directory = directory.resolve()
     directory.mkdir(parents=True, exist_ok=True)
     if (directory / STATE_FILE).exists() and any(supervisor_pid(n) for n in load(directory)):
@@ -199,6 +231,7 @@ def up(directory: Path, count: int, model: Path | None, settings: dict[str, Any]
     for index in range(1, count + 1):
         bootstrap = [nodes[-1].multiaddr] if nodes else []
         nodes.append(create_node(directory, index, model.resolve(), bootstrap, settings))
+    write_genesis(directory, nodes, fund)
     _save(directory, nodes)
     for node in nodes:
         start(node)
@@ -264,6 +297,7 @@ def status(directory: Path) -> list[dict[str, Any]]:
                 "node_id": node.node_id,
                 "api_url": node.api_url,
                 "p2p": node.multiaddr,
+                "wallet": wallet_address(node) if wallet_path(Path(node.home)).exists() else None,
                 "dht": f"/ip4/127.0.0.1/udp/{node.dht_port}",
                 "running": running,
                 "health": h["status"],

@@ -76,6 +76,25 @@ def test_below_quorum_blocks_stay_unconfirmed_until_representatives_return(net3:
     assert net3.replicas[1].ledger.has_block(digest)
 
 
+def test_a_lost_final_vote_is_repeated_until_the_block_confirms(net3: Network) -> None:
+    # node1 casts its final vote while the network cannot hear it (on a devnet: its gateway was still starting);
+    # a final vote never changes, so unless node1 repeats it, node0 waits one final vote short forever
+    a, b = net3.wallets
+    n0, n1 = net3.replicas[0], net3.replicas[1]
+    net3.hub.set_online("node2", False)
+    digest, _ = n0.submit(send(net3, n0, a, b, 10))
+    delivered = [ledger_pb2.LedgerGossip.FromString(data) for _, target, data in net3.hub.queue if target == "node1"]
+    net3.hub.queue.clear()
+    for item in delivered:
+        n1.on_gossip(item)
+    assert n1.elections[(a.account, n0.ledger.account(a.account).head)].own_final == digest
+    net3.hub.queue.clear()  # node1's votes are lost
+    net3.hub.run()
+    assert n0.is_unconfirmed(digest)
+    net3.settle(rounds=2)
+    assert n0.ledger.has_block(digest) and n1.ledger.has_block(digest)
+
+
 def test_an_offline_node_catches_up_verifying_every_block(net3: Network) -> None:
     a, b = net3.wallets
     net3.hub.set_online("node2", False)
