@@ -5,7 +5,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from avadios.ledger.block import HOLD, RECEIVE, REFUND, SEND, SETTLE, ZERO_HASH, Block, verify_block, verify_vote
+from avadios.ledger.block import (
+    HOLD,
+    RECEIVE,
+    REFUND,
+    SEND,
+    SETTLE,
+    ZERO_HASH,
+    Block,
+    final_vote_weight,
+    proves_quorum,
+    verify_block,
+)
 from avadios.ledger.errors import LedgerError
 from services.ledger.state import HoldRecord, Ledger, PendingRecord
 
@@ -26,7 +37,6 @@ def audit(ledger: Ledger, check_votes: bool = True) -> AuditReport:
     report = AuditReport()
     genesis = ledger.genesis
     start = {a.account: a.amount for a in genesis.balances}
-    floor_x100 = genesis.total_weight * genesis.online_floor_percent
     pending_by_account: dict[bytes, int] = {}
     for key, pending in _all_pending(ledger):
         pending_by_account[key[:32]] = pending_by_account.get(key[:32], 0) + pending
@@ -54,20 +64,8 @@ def audit(ledger: Ledger, check_votes: bool = True) -> AuditReport:
             if balance != block.balance:
                 report.problems.append(f"{where}: balance {block.balance} but the chain gives {balance}")
             if check_votes:
-                weight, reps = 0, set()
-                for vote in ledger.votes(digest):
-                    if not vote.final or digest not in vote.block_hashes or vote.representative in reps:
-                        continue
-                    key = vote.SerializeToString()  # one vote covers many blocks: verified once
-                    if key not in verified:
-                        try:
-                            verify_vote(vote, ledger.network)
-                        except LedgerError:
-                            continue
-                        verified.add(key)
-                    reps.add(vote.representative)
-                    weight += genesis.weight_of(vote.representative)
-                if not 3 * weight * 100 > 2 * floor_x100:
+                weight = final_vote_weight(ledger.votes(digest), digest, ledger.network, genesis.weight_of, verified)
+                if not proves_quorum(weight, genesis.total_weight, genesis.online_floor_percent):
                     report.problems.append(f"{where}: confirmed without a quorum of final votes")
             previous = digest
         if ledger.chain(account, record.height + 1, 1) or (record.height and previous != record.head):

@@ -32,7 +32,17 @@ from typing import Protocol, TypeAlias
 from nacl.signing import SigningKey
 
 from avadios.ledger.address import short
-from avadios.ledger.block import MAX_VOTE_HASHES, RECEIVE, Block, Vote, make_vote, verify_block, verify_vote
+from avadios.ledger.block import (
+    MAX_VOTE_HASHES,
+    RECEIVE,
+    Block,
+    Vote,
+    final_vote_weight,
+    make_vote,
+    proves_quorum,
+    verify_block,
+    verify_vote,
+)
 from avadios.ledger.errors import (
     BadVote,
     LedgerError,
@@ -478,24 +488,9 @@ class Replica:
 
     def _proves_quorum(self, votes: Sequence[Vote], digest: bytes, verified: set[bytes]) -> bool:
         """A confirmed block's final votes: valid signatures of distinct representatives, covering this block,
-        weighing more than the least any quorum can be (2/3 of the floor share of all weight). `verified` holds
-        the serialised votes already checked: one vote covers many blocks of a page, checked once."""
-        reps: set[bytes] = set()
-        for vote in votes:
-            if not vote.final or vote.representative in reps or digest not in vote.block_hashes:
-                continue
-            if not self._weights_of(vote.representative):
-                continue
-            key = vote.SerializeToString()  # the whole vote: a signature copied onto other hashes is no hit
-            if key not in verified:
-                try:
-                    verify_vote(vote, self.network)
-                except BadVote:
-                    continue
-                verified.add(key)
-            reps.add(vote.representative)
-        floor_x100 = self._total_weight * self.genesis.online_floor_percent
-        return 3 * self._weight(reps) * 100 > 2 * floor_x100
+        weighing more than the least any quorum can be (2/3 of the floor share of all weight)."""
+        weight = final_vote_weight(votes, digest, self.network, self._weights_of, verified)
+        return proves_quorum(weight, self._total_weight, self.genesis.online_floor_percent)
 
     def catch_up(self, peer: ChainSource, batch: int = 256) -> CatchUpReport:
         """Fetch every chain the peer is ahead on; apply each block only after checking its signature, its

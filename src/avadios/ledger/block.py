@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TypeAlias
 
 import blake3
@@ -194,3 +194,34 @@ def verify_vote(vote: Vote, network: bytes) -> None:
     ):
         first = hashes[0].hex()[:16]
         raise BadVote(f"vote for {first} (+{len(hashes) - 1} more) is not signed by its representative")
+
+
+def final_vote_weight(
+    votes: Iterable[Vote], digest: bytes, network: bytes, weight_of: Callable[[bytes], int], verified: set[bytes]
+) -> int:
+    """The weight of distinct representatives whose valid final votes cover `digest`. `verified` holds the
+    serialised votes already checked: one vote covers many blocks, so it is verified once; the key is the whole
+    vote, so a signature copied onto other hashes is no hit."""
+    reps: set[bytes] = set()
+    weight = 0
+    for vote in votes:
+        if not vote.final or vote.representative in reps or digest not in vote.block_hashes:
+            continue
+        rep_weight = weight_of(vote.representative)
+        if not rep_weight:
+            continue
+        key = vote.SerializeToString()
+        if key not in verified:
+            try:
+                verify_vote(vote, network)
+            except BadVote:
+                continue
+            verified.add(key)
+        reps.add(vote.representative)
+        weight += rep_weight
+    return weight
+
+
+def proves_quorum(weight: int, total_weight: int, online_floor_percent: int) -> bool:
+    """More than 2/3 of the least online weight a quorum is ever computed from (the floor share of all weight)."""
+    return 3 * weight * 100 > 2 * total_weight * online_floor_percent
