@@ -38,16 +38,16 @@ class GatewayRoom:
         config = ctx.config
         # Beyond loopback the API is reachable by others: then every call needs the node's API key.
         api_key = None if config.api_is_local else load_or_create_api_key(config.home)
-        self.gateway = Gateway(config, NatsChannel(ctx.nc), ctx.node_id, api_key)
-        self.p2p = _p2p_node(ctx)
         channel = NatsChannel(ctx.nc)
+        self.gateway = Gateway(config, channel, ctx.node_id, api_key)
+        self.p2p = _p2p_node(ctx, channel)
         self.ledger_relay = LedgerRelay(
             self.p2p,
             Stub(channel, "ledger", ledger_pb2.DESCRIPTOR.services_by_name["Ledger"]),
             Stub(channel, "discovery", discovery_pb2.DESCRIPTOR.services_by_name["Discovery"]),
         )
         app = build_app(self.gateway)
-        add_peer_routes(app, self.gateway, NatsChannel(ctx.nc))
+        add_peer_routes(app, self.gateway, channel)
         self._server = _Server(
             uvicorn.Config(
                 app,
@@ -91,9 +91,9 @@ class GatewayRoom:
         return self.ctx.base_health(status, f"HTTP API on {self.ctx.config.api_url}")
 
 
-def _p2p_node(ctx: ServiceContext) -> P2PNode:
+def _p2p_node(ctx: ServiceContext, channel: NatsChannel) -> P2PNode:
     config = ctx.config
-    discovery = Stub(NatsChannel(ctx.nc), "discovery", discovery_pb2.DESCRIPTOR.services_by_name["Discovery"])
+    discovery = Stub(channel, "discovery", discovery_pb2.DESCRIPTOR.services_by_name["Discovery"])
 
     async def local_profile() -> discovery_pb2.SignedRecord:
         reply: discovery_pb2.SignedRecord = await discovery.LocalProfile(discovery_pb2.LocalProfileRequest())
