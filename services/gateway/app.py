@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import json
@@ -86,6 +87,7 @@ class Gateway:
         self.metrics = Metrics()
         self._models: inference_pb2.ListModelsReply | None = None
         self._models_at = 0.0
+        self._background: set[asyncio.Task[None]] = set()
 
     # ---- tiers ---------------------------------------------------------------------------------------
 
@@ -127,6 +129,12 @@ class Gateway:
             return None
         return reply.answer if reply.found else None
 
+    async def _store(self, key: bytes, answer: cache_pb2.CachedAnswer) -> None:
+        try:
+            await self.cache.Store(cache_pb2.CacheStoreRequest(key=key, answer=answer))
+        except AvadiosError as exc:
+            log.warning("tier 0 cache store failed: %s", exc)
+
     async def _record(
         self,
         first: inference_pb2.GenerateChunk,
@@ -134,8 +142,9 @@ class Gateway:
         request: inference_pb2.GenerateRequest,
         key: bytes | None,
     ) -> AsyncIterator[inference_pb2.GenerateChunk]:
-        """Pass chunks through; once the answer is complete, store it in tier 0 (before the caller sees the end,
-        so the next identical request finds it)."""
+        """Pass chunks through; once the answer is complete, store it in tier 0 without making the caller wait.
+        The Store goes out on this gateway's NATS connection before the answer's last byte, and NATS keeps one
+        connection's messages in order, so the next identical request's Lookup reaches the cache after it."""
         texts: list[str] = []
         try:
             chunk: inference_pb2.GenerateChunk | None = first
@@ -149,10 +158,9 @@ class Gateway:
                         model=chunk.model,
                         created_unix=int(time.time()),
                     )
-                    try:
-                        await self.cache.Store(cache_pb2.CacheStoreRequest(key=key, answer=answer))
-                    except AvadiosError as exc:
-                        log.warning("tier 0 cache store failed: %s", exc)
+                    task = asyncio.create_task(self._store(key, answer))
+                    self._background.add(task)
+                    task.add_done_callback(self._background.discard)
                 yield chunk
                 chunk = await anext(rest, None)
         finally:

@@ -269,6 +269,28 @@ class NatsChannel:
 
     def __init__(self, nc: NatsClient) -> None:
         self.nc = nc
+        # Streams share one wildcard inbox subscription (as nats-py's own requests do), so a call costs no
+        # SUB/UNSUB round of its own; replies are routed to each stream's queue by subject.
+        self._stream_prefix = ""
+        self._streams: dict[str, asyncio.Queue[Msg]] = {}
+        self._subscribing = asyncio.Lock()
+
+    async def _stream_inbox(self) -> tuple[str, asyncio.Queue[Msg]]:
+        async with self._subscribing:  # the first streams may start together: subscribe once
+            if not self._stream_prefix:
+                prefix = self.nc.new_inbox()
+                await self.nc.subscribe(prefix + ".*", cb=self._route_stream_reply)
+                self._stream_prefix = prefix
+        token = uuid.uuid4().hex
+        queue: asyncio.Queue[Msg] = asyncio.Queue()
+        inbox = f"{self._stream_prefix}.{token}"
+        self._streams[inbox] = queue
+        return inbox, queue
+
+    async def _route_stream_reply(self, msg: Msg) -> None:
+        queue = self._streams.get(msg.subject)
+        if queue is not None:  # a reply to a stream the caller already closed is dropped
+            queue.put_nowait(msg)
 
     def _headers(self, timeout: float, request_id: str | None) -> dict[str, str]:
         return {TIMEOUT_MS: str(max(1, int(timeout * 1000))), REQUEST_ID: request_id or uuid.uuid4().hex}
@@ -315,11 +337,10 @@ class NatsChannel:
         subject = subject_for(service, method)
         data = request.SerializeToString()
         self._check_size(data, subject)
-        inbox = self.nc.new_inbox()
+        inbox, replies = await self._stream_inbox()
         cancel_subject = CANCEL_PREFIX + inbox.rsplit(".", 1)[-1]
         headers = {**self._headers(timeout, request_id), CANCEL: cancel_subject}
         deadline = time.monotonic() + timeout
-        sub = await self.nc.subscribe(inbox)
         finished = False
         try:
             try:
@@ -331,8 +352,8 @@ class NatsChannel:
                 if remaining <= 0:
                     raise DeadlineExceeded(f"{service}.{method} did not finish within {timeout:g} s")
                 try:
-                    msg = await sub.next_msg(timeout=remaining)
-                except nats.errors.TimeoutError:
+                    msg = await asyncio.wait_for(replies.get(), remaining)
+                except TimeoutError:
                     raise DeadlineExceeded(f"{service}.{method} did not finish within {timeout:g} s") from None
                 if msg.headers:
                     _raise_for_status(msg, service)
@@ -341,11 +362,10 @@ class NatsChannel:
                         return
                 yield reply_type.FromString(msg.data)
         finally:
+            self._streams.pop(inbox, None)
             if not finished:
                 with contextlib.suppress(Exception):
                     await self.nc.publish(cancel_subject, b"")
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
 
 
 class Stub:
