@@ -220,9 +220,14 @@ class DiscoveryRoom(discovery_pb2_grpc.DiscoveryServicer):
         with contextlib.suppress(AvadiosError):
             await self._measure_throughput()
             await self.publish()
+        # While the network around a new node is still forming, nodes closer to our keys keep appearing and a
+        # record stored on the first few neighbours can hide from lookups that stop at other nodes: re-publish
+        # after 2, 4, 8, ... s until the interval reaches the normal refresh at half the TTL.
+        early = 2.0
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.config.profile_ttl_s / 2)
+                await asyncio.wait_for(self._wake.wait(), min(early, self.config.profile_ttl_s / 2))
+            early *= 2
             self._wake.clear()
             try:
                 await self.publish()
