@@ -359,6 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Commands that talk to the node over NATS would otherwise print its connection warnings (e.g. "nats
+    # disconnected" when they close); `up` sends its own logs to <home>/logs instead.
+    logging.getLogger().setLevel(logging.ERROR)
     try:
         code: int = args.handler(args)
     except ValueError as exc:

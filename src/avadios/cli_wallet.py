@@ -76,6 +76,17 @@ def _run(args: argparse.Namespace, body: Callable[[Stub], Awaitable[T]]) -> T | 
         return _fail(args, exc)
 
 
+def _show(args: argparse.Namespace, result: T | int, for_people: Callable[[T], None]) -> int:
+    """Report what `_run` returned: JSON for scripts, `for_people` otherwise; an int is an exit status already."""
+    if isinstance(result, int):
+        return result
+    if args.json:
+        _emit(result)
+    else:
+        for_people(result)
+    return 0
+
+
 # ---- wallet -------------------------------------------------------------------------------------------------
 
 
@@ -114,17 +125,13 @@ def _wallet_client(args: argparse.Namespace, stub: Stub) -> WalletClient:
 
 
 def cmd_wallet_balance(args: argparse.Namespace) -> int:
-    result = _run(args, lambda stub: _wallet_client(args, stub).balance())
-    if isinstance(result, int):
-        return result
-    if args.json:
-        _emit(result)
-    else:
+    def for_people(result: dict[str, Any]) -> None:
         print(
             f"spendable {format_autom(result['spendable'])} AUTOM   held {format_autom(result['held'])}   "
             f"pending {format_autom(result['pending'])}"
         )
-    return 0
+
+    return _show(args, _run(args, lambda stub: _wallet_client(args, stub).balance()), for_people)
 
 
 def cmd_wallet_send(args: argparse.Namespace) -> int:
@@ -149,28 +156,17 @@ def cmd_wallet_receive(args: argparse.Namespace) -> int:
         # a dict, not the bare count: `_run` takes an int result for an exit status already reported
         return {"received": await _wallet_client(args, stub).receive_all()}
 
-    result = _run(args, body)
-    if isinstance(result, int):
-        return result
-    if args.json:
-        _emit(result)
-    else:
-        print(f"received {result['received']} pending payment(s)")
-    return 0
+    return _show(args, _run(args, body), lambda result: print(f"received {result['received']} pending payment(s)"))
 
 
 def cmd_wallet_history(args: argparse.Namespace) -> int:
-    result = _run(args, lambda stub: _wallet_client(args, stub).history(args.limit))
-    if isinstance(result, int):
-        return result
-    if args.json:
-        _emit(result)
-        return 0
-    for item in result:
-        other = item.get("to") or item.get("source", "")
-        sign = "+" if item["delta"] >= 0 else "-"
-        print(f"#{item['height']:<5} {item['kind']:<8} {sign}{format_autom(abs(item['delta'])):>16} AUTOM  {other}")
-    return 0
+    def for_people(result: list[dict[str, Any]]) -> None:
+        for item in result:
+            other = item.get("to") or item.get("source", "")
+            sign = "+" if item["delta"] >= 0 else "-"
+            print(f"#{item['height']:<5} {item['kind']:<8} {sign}{format_autom(abs(item['delta'])):>16} AUTOM  {other}")
+
+    return _show(args, _run(args, lambda stub: _wallet_client(args, stub).history(args.limit)), for_people)
 
 
 # ---- ledger -------------------------------------------------------------------------------------------------
@@ -185,18 +181,14 @@ def cmd_ledger_account(args: argparse.Namespace) -> int:
     async def body(stub: Stub) -> dict[str, Any]:
         return account_json(await stub.GetAccount(ledger_pb2.LedgerAccountRequest(account=account)))
 
-    result = _run(args, body)
-    if isinstance(result, int):
-        return result
-    if args.json:
-        _emit(result)
-    else:
+    def for_people(result: dict[str, Any]) -> None:
         print(
             f"{result['address']}\n  balance {format_autom(result['balance'])} AUTOM   held "
             f"{format_autom(result['held'])}   pending {format_autom(result['pending'])}\n"
             f"  head {result['head'] or '-'}   confirmed height {result['confirmed_height']}"
         )
-    return 0
+
+    return _show(args, _run(args, body), for_people)
 
 
 def status_json(reply: ledger_pb2.LedgerStatusReply) -> dict[str, Any]:
@@ -221,20 +213,17 @@ def cmd_ledger_status(args: argparse.Namespace) -> int:
     async def body(stub: Stub) -> dict[str, Any]:
         return status_json(await stub.GetStatus(ledger_pb2.LedgerStatusRequest()))
 
-    result = _run(args, body)
-    if isinstance(result, int):
-        return result
-    if args.json:
-        _emit(result)
-        return 0
-    online = sum(1 for r in result["representatives"] if r["online"])
-    print(
-        f"network {result['network'][:16]}  supply {format_autom(result['supply'])} AUTOM  "
-        f"accounts {result['accounts']}\nconfirmed blocks {result['confirmed_blocks']}  "
-        f"unconfirmed {result['unconfirmed_blocks']}\nrepresentatives online {online}/{len(result['representatives'])}"
-        f"  weight {result['online_weight']}/{result['total_weight']}  quorum needs {result['quorum_weight']}"
-    )
-    return 0
+    def for_people(result: dict[str, Any]) -> None:
+        online = sum(1 for r in result["representatives"] if r["online"])
+        print(
+            f"network {result['network'][:16]}  supply {format_autom(result['supply'])} AUTOM  "
+            f"accounts {result['accounts']}\nconfirmed blocks {result['confirmed_blocks']}  "
+            f"unconfirmed {result['unconfirmed_blocks']}\n"
+            f"representatives online {online}/{len(result['representatives'])}"
+            f"  weight {result['online_weight']}/{result['total_weight']}  quorum needs {result['quorum_weight']}"
+        )
+
+    return _show(args, _run(args, body), for_people)
 
 
 # ---- registration -------------------------------------------------------------------------------------------
