@@ -10,13 +10,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil
+import pytest
 
 from avadios.supervisor import nats_server_binary
 
@@ -27,6 +28,23 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def cli_json(*args: str, ok: bool = True) -> Any:
+    """Run `avadios ARGS --json` as a script would and return what it printed (asserting success if `ok`)."""
+    out = subprocess.run([AVADIOS, *args, "--json"], capture_output=True, text=True, timeout=120)
+    if ok:
+        assert out.returncode == 0, out.stderr + out.stdout
+    return json.loads(out.stdout)
+
+
+def eventually(check: Callable[[], bool], timeout: float = 30.0, what: str = "", interval: float = 0.3) -> None:
+    """Poll `check` until it holds; fail the test (errors inside `check` are not hidden) after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {timeout:.0f} s: {what}")
+        time.sleep(interval)
 
 
 def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.1) -> Any:

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,18 +11,11 @@ import httpx
 import pytest
 
 from avadios import devnet
+from tests.helpers import cli_json, eventually
 
 pytestmark = pytest.mark.slow
 MODEL = devnet.MODEL_NAME
 FAST = {"ping_interval_s": 1.0, "dht_rpc_timeout_s": 1.0, "dead_after_failures": 2}
-
-
-def cli(*args: str) -> Any:
-    out = subprocess.run(
-        [sys.executable, "-m", "avadios.cli", *args, "--json"], capture_output=True, text=True, timeout=120
-    )
-    assert out.returncode == 0, out.stderr + out.stdout
-    return json.loads(out.stdout)
 
 
 def route(node: devnet.DevnetNode) -> dict[str, Any]:
@@ -33,14 +23,6 @@ def route(node: devnet.DevnetNode) -> dict[str, Any]:
     assert reply.status_code == 200, reply.text
     body: dict[str, Any] = reply.json()
     return body
-
-
-def eventually(check: Callable[[], bool], timeout: float = 45.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout:.0f} s: {what}")
-        time.sleep(0.5)
 
 
 def ranked_ids(node: devnet.DevnetNode) -> set[str]:
@@ -53,7 +35,7 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, list[d
     sets = [f"--set={k}={v}" for k, v in FAST.items()]
     try:
         started = time.monotonic()
-        status = cli("devnet", "up", "--nodes", "5", "--dir", str(directory), *sets)
+        status = cli_json("devnet", "up", "--nodes", "5", "--dir", str(directory), *sets)
         print(f"5-node devnet healthy in {time.monotonic() - started:.1f} s")
         assert [n["health"] for n in status["nodes"]] == ["ok"] * 5
         yield directory, devnet.load(directory)
@@ -70,8 +52,8 @@ def test_every_node_finds_every_model_provider(net) -> None:
         def sees_all(node: devnet.DevnetNode = node, others: set[str] = others) -> bool:
             return ranked_ids(node) == others
 
-        eventually(sees_all, what=f"node-{node.index} sees all")
-    peers = cli("peers", "--home", nodes[2].home)
+        eventually(sees_all, timeout=45, what=f"node-{node.index} sees all")
+    peers = cli_json("peers", "--home", nodes[2].home)
     assert {p["node_id"] for p in peers["peers"]} == everyone - {nodes[2].node_id}
     assert all(MODEL in p["models"] and p["price_micro_autom_per_1k"] == 100 for p in peers["peers"])
     assert httpx.get(nodes[2].api_url + "/api/peers", timeout=10).json()["node_id"] == peers["node_id"]
@@ -80,14 +62,15 @@ def test_every_node_finds_every_model_provider(net) -> None:
 def test_a_node_that_only_knew_the_bootstrap_node_finds_the_others_after_it_is_killed(net) -> None:
     directory, nodes = net
     first, second = nodes[0], nodes[1]  # node-2 was bootstrapped from node-1 only
-    peers = cli("peers", "--home", second.home)
+    peers = cli_json("peers", "--home", second.home)
     assert peers["bootstrap"] == [first.multiaddr]
-    cli("devnet", "stop", "--dir", str(directory), "--node", "1", "--kill")
+    cli_json("devnet", "stop", "--dir", str(directory), "--node", "1", "--kill")
     survivors = {n.node_id for n in nodes[2:]}
-    eventually(lambda: ranked_ids(second) == survivors, what="node-2 routes to nodes 3-5 without node-1")
+    eventually(lambda: ranked_ids(second) == survivors, timeout=45, what="node-2 routes to nodes 3-5 without node-1")
     # The dead node is detected by failed pings and leaves the peer list.
     eventually(
-        lambda: first.node_id not in {p["node_id"] for p in cli("peers", "--home", second.home)["peers"]},
+        lambda: first.node_id not in {p["node_id"] for p in cli_json("peers", "--home", second.home)["peers"]},
+        timeout=45,
         what="node-1 dropped from node-2's peers",
     )
 
@@ -101,7 +84,7 @@ def test_a_new_node_bootstraps_from_any_surviving_node(net) -> None:
     try:
         devnet.wait_healthy([newcomer], timeout=90)
         survivors = {n.node_id for n in nodes[1:]}
-        eventually(lambda: ranked_ids(newcomer) == survivors, what="the newcomer finds nodes 2-5")
-        eventually(lambda: newcomer.node_id in ranked_ids(nodes[1]), what="node-2 finds the newcomer")
+        eventually(lambda: ranked_ids(newcomer) == survivors, timeout=45, what="the newcomer finds nodes 2-5")
+        eventually(lambda: newcomer.node_id in ranked_ids(nodes[1]), timeout=45, what="node-2 finds the newcomer")
     finally:
         devnet.stop(newcomer)

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,29 +21,13 @@ from avadios.ledger.client import ledger_stub
 from avadios.ledger.wallet import ChainTip, Wallet, load_wallet
 from avadios.transport import NatsChannel, connect
 from avadios.v1 import ledger_pb2
+from tests.helpers import cli_json, eventually
 
 pytestmark = pytest.mark.slow
 # fast peer liveness, and a representative counts as offline 5 s after its last vote (60 s by default)
 FAST = {"ping_interval_s": 1.0, "dht_rpc_timeout_s": 1.0, "dead_after_failures": 2, "ledger_online_window_s": 5.0}
 AUTOM = MICRO_PER_AUTOM
 CONFIRMED = ledger_pb2.BLOCK_STATUS_CONFIRMED
-
-
-def cli(*args: str, ok: bool = True) -> Any:
-    out = subprocess.run(
-        [sys.executable, "-m", "avadios.cli", *args, "--json"], capture_output=True, text=True, timeout=120
-    )
-    if ok:
-        assert out.returncode == 0, out.stderr + out.stdout
-    return json.loads(out.stdout)
-
-
-def eventually(check: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout:.0f} s: {what}")
-        time.sleep(0.3)
 
 
 def call(node: devnet.DevnetNode, method: str, request: Any, timeout: float = 30.0) -> Any:
@@ -80,7 +62,7 @@ def same_everywhere(nodes: list[devnet.DevnetNode], keys: list[bytes]) -> bool:
 
 
 def cli_account(node: devnet.DevnetNode, address: str) -> dict[str, Any]:
-    result: dict[str, Any] = cli("ledger", "account", address, "--home", node.home)
+    result: dict[str, Any] = cli_json("ledger", "account", address, "--home", node.home)
     return {k: result[k] for k in ("head", "balance", "confirmed_height", "pending")}
 
 
@@ -95,7 +77,7 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, list[d
     directory = tmp_path_factory.mktemp("ledgernet")
     sets = [f"--set={k}={v}" for k, v in FAST.items()]
     try:
-        status = cli("devnet", "up", "--nodes", "3", "--dir", str(directory), *sets)
+        status = cli_json("devnet", "up", "--nodes", "3", "--dir", str(directory), *sets)
         assert [n["health"] for n in status["nodes"]] == ["ok"] * 3
         yield directory, devnet.load(directory)
     finally:
@@ -111,7 +93,7 @@ def test_every_devnet_wallet_starts_with_1000_autom_on_every_replica(net) -> Non
     assert {r["weight"] for r in genesis["representatives"]} == {1} and len(genesis["representatives"]) == 3
     for node in nodes:
         assert (Path(node.home) / "genesis.json").read_text() == (directory / "genesis.json").read_text()
-        status = cli("ledger", "status", "--home", node.home)
+        status = cli_json("ledger", "status", "--home", node.home)
         assert status["self_representative"] is not None and status["total_weight"] == 3
 
 
@@ -119,7 +101,7 @@ def test_a_transfer_confirms_on_every_replica(net) -> None:
     _, nodes = net
     first, second = nodes[0], nodes[1]
     to = devnet.wallet_address(second)
-    sent = cli("wallet", "send", to, "1.5", "--wait-confirmed", "--home", first.home)
+    sent = cli_json("wallet", "send", to, "1.5", "--wait-confirmed", "--home", first.home)
     assert sent["confirmed"] is True
     keys = [wallet(first).account, wallet(second).account]
     eventually(lambda: same_everywhere(nodes, keys), what="every replica has the send")
@@ -127,7 +109,7 @@ def test_a_transfer_confirms_on_every_replica(net) -> None:
     assert views[0] == {"head": sent["hash"], "balance": 998_500_000, "confirmed_height": 1, "pending": 0}
     assert views == [views[0]] * 3
     # the payee claims it through another node: that receive reaches every replica too
-    assert cli("wallet", "receive", "--home", second.home)["received"] == 1
+    assert cli_json("wallet", "receive", "--home", second.home)["received"] == 1
     eventually(lambda: same_everywhere(nodes, keys), what="every replica has the receive")
     assert [cli_account(n, to)["balance"] for n in nodes] == [1_001_500_000] * 3
 
@@ -209,11 +191,11 @@ def test_a_node_killed_during_traffic_catches_up_after_restart(net) -> None:
     worker.start()
     try:
         eventually(lambda: len(sent) >= 3, what="traffic confirms")
-        cli("devnet", "stop", "--dir", str(directory), "--node", "3", "--kill")
+        cli_json("devnet", "stop", "--dir", str(directory), "--node", "3", "--kill")
         before_kill = len(sent)
         # two of three representatives still confirm (once the dead one's votes are older than the window)
         eventually(lambda: len(sent) >= before_kill + 3, what="traffic confirms without node-3")
-        cli("devnet", "start", "--dir", str(directory), "--node", "3")
+        cli_json("devnet", "start", "--dir", str(directory), "--node", "3")
         time.sleep(1.0)
     finally:
         stop.set()
@@ -232,17 +214,17 @@ def test_below_quorum_blocks_stay_unconfirmed_until_representatives_return(net) 
     payer, payee = wallet(nodes[0]), wallet(nodes[2])
     before = account(nodes[0], payer.account)
     for index in (2, 3):
-        cli("devnet", "stop", "--dir", str(directory), "--node", str(index))
+        cli_json("devnet", "stop", "--dir", str(directory), "--node", str(index))
     block = sign_send(payer, nodes[0], payee.account, 2 * AUTOM)
     reply = call(nodes[0], "SubmitBlock", ledger_pb2.SubmitBlockRequest(block=block, wait_confirmed=True), timeout=8)
     assert reply.status == ledger_pb2.BLOCK_STATUS_UNCONFIRMED
     time.sleep(4.0)  # a node alone holds 1 of 3 weight: the quorum needs 2, whatever it sees as online
     after = account(nodes[0], payer.account)
     assert (after.head, after.balance, after.unconfirmed) == (before.head, before.balance, 1)
-    status = cli("ledger", "status", "--home", nodes[0].home)
+    status = cli_json("ledger", "status", "--home", nodes[0].home)
     assert status["unconfirmed_blocks"] == 1 and status["quorum_weight"] == 2
-    cli("devnet", "start", "--dir", str(directory), "--node", "2")
+    cli_json("devnet", "start", "--dir", str(directory), "--node", "2")
     eventually(lambda: account(nodes[0], payer.account).head == reply.hash, timeout=45, what="quorum returns")
-    cli("devnet", "start", "--dir", str(directory), "--node", "3")
+    cli_json("devnet", "start", "--dir", str(directory), "--node", "3")
     eventually(lambda: same_everywhere(nodes, [payer.account, payee.account]), timeout=45, what="all agree")
     assert account(nodes[2], payer.account).balance == before.balance - 2 * AUTOM

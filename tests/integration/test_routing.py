@@ -12,7 +12,7 @@ import pytest
 from avadios import devnet
 from avadios.testing.tiny_gguf import write_tiny_gguf
 from services.discovery.routing import Observed, Weights, score
-from tests.integration.test_devnet import cli
+from tests.helpers import cli_json
 
 pytestmark = pytest.mark.slow
 MODEL = devnet.MODEL_NAME
@@ -43,7 +43,7 @@ def test_route_ranks_providers_by_the_documented_score(tmp_path: Path) -> None:
         time.sleep(2.0)  # let the last joiners re-publish into the joined DHT
         providers = {cheap_slow.node_id, fast_dear.node_id, flaky.node_id}
         for _ in range(3):  # at most three pings per peer: the flaky one stays below the floor
-            reply = cli("route", MODEL, "--home", observer.home)
+            reply = cli_json("route", MODEL, "--home", observer.home)
             if {c["node_id"] for c in reply["ranked"] + reply["excluded"]} == providers:
                 break
             time.sleep(2.0)
