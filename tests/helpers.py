@@ -19,15 +19,14 @@ import httpx
 import psutil
 import pytest
 
+from avadios.devnet import free_ports
 from avadios.supervisor import nats_server_binary
 
 AVADIOS = str(Path(sys.executable).parent / "avadios")
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
 
 
 def cli_json(*args: str, ok: bool = True) -> Any:

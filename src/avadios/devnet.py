@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -57,25 +58,42 @@ class DevnetNode:
         return f"/ip4/127.0.0.1/tcp/{self.p2p_port}/p2p/{self.node_id}"
 
 
-def _free_ports(count: int) -> list[int]:
-    """Ports free for both TCP and UDP right now (held open together so none is handed out twice)."""
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports free for both TCP and UDP right now, held open together so none is handed out twice.
+
+    They are drawn below the kernel's ephemeral range: a port from `bind(0)` is an ephemeral one, and any
+    outgoing connection made before the node starts may take it as its local port (seen: a devnet gateway
+    failing to bind its API port)."""
+    first, stop = 10_000, _ephemeral_range()[0]
     held: list[socket.socket] = []
     ports: list[int] = []
-    while len(ports) < count:
-        tcp = socket.socket()
-        tcp.bind(("127.0.0.1", 0))
-        port = tcp.getsockname()[1]
-        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            udp.bind(("127.0.0.1", port))
-        except OSError:
-            tcp.close()
-            udp.close()
-            continue
-        held += [tcp, udp]
-        ports.append(port)
-    for s in held:
-        s.close()
+    try:
+        while len(ports) < count:
+            port = random.randrange(first, stop)
+            if port in ports:
+                continue
+            tcp = socket.socket()
+            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                tcp.bind(("127.0.0.1", port))
+                udp.bind(("127.0.0.1", port))
+            except OSError:
+                tcp.close()
+                udp.close()
+                continue
+            held += [tcp, udp]
+            ports.append(port)
+    finally:
+        for s in held:
+            s.close()
     return ports
 
 
@@ -128,7 +146,7 @@ def create_node(
     """Make a node home with its own ports and config.toml (not started)."""
     home = directory / f"node-{index}"
     home.mkdir(parents=True, exist_ok=True)
-    api, nats, p2p, dht = _free_ports(4)
+    api, nats, p2p, dht = free_ports(4)
     config = {
         "api_port": api,
         "nats_port": nats,
