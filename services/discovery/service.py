@@ -17,7 +17,7 @@ from nats.aio.msg import Msg
 
 from avadios import __version__, identity
 from avadios.errors import AvadiosError, InvalidArgument, NotFound, Unavailable
-from avadios.multiaddr import Multiaddr, parse
+from avadios.multiaddr import Multiaddr, parse, parse_tcp
 from avadios.records import (
     RecordRefused,
     profile_key,
@@ -26,8 +26,10 @@ from avadios.records import (
     validate_record,
 )
 from avadios.runtime import HEARTBEAT_SUBJECT, ServiceContext
-from avadios.transport import NatsChannel, ServerContext, Stub
+from avadios.transport import NatsChannel, ServerContext
 from avadios.v1 import common_pb2, discovery_pb2, discovery_pb2_grpc, inference_pb2, p2p_pb2
+from avadios.v1.inference_nats import InferenceClient
+from avadios.v1.p2p_nats import PeerClient
 from services.discovery.dht import DhtNode
 from services.discovery.peers import Peer, ReliabilityBook
 from services.discovery.profile import ModelHashes, hardware
@@ -58,8 +60,8 @@ class DiscoveryRoom(discovery_pb2_grpc.DiscoveryServicer):
             listen_host=config.p2p_host,
         )
         channel = NatsChannel(ctx.nc)
-        self.inference = Stub(channel, "inference", inference_pb2.DESCRIPTOR.services_by_name["Inference"])
-        self.peering = Stub(channel, "gateway", p2p_pb2.DESCRIPTOR.services_by_name["Peering"], default_timeout=10)
+        self.inference = InferenceClient(channel)
+        self.peering = PeerClient(channel, default_timeout=10)
         self.reliability = ReliabilityBook(self.dir / "reliability.json")
         self.hashes = ModelHashes(self.dir / "model-hashes.json")
         self.weights = Weights.of(config)
@@ -425,11 +427,9 @@ class DiscoveryRoom(discovery_pb2_grpc.DiscoveryServicer):
         self, request: discovery_pb2.AddBootstrapRequest, context: ServerContext
     ) -> discovery_pb2.BootstrapReply:
         try:
-            addr = parse(request.multiaddr)
+            addr = parse_tcp(request.multiaddr)
         except ValueError as exc:
-            raise InvalidArgument(str(exc)) from None
-        if addr.transport != "tcp":
-            raise InvalidArgument("a bootstrap peer is a P2P (tcp) multiaddr")
+            raise InvalidArgument(f"a bootstrap peer is a P2P (tcp) multiaddr: {exc}") from None
         peer = await self.hello(str(addr))
         peer.tags.add("bootstrap")
         pinned = str(addr.with_node_id(peer.node_id))

@@ -12,11 +12,12 @@ from google.protobuf.descriptor import ServiceDescriptor
 
 from avadios.identity import load_or_create, load_or_create_api_key
 from avadios.runtime import ServiceContext
-from avadios.transport import NatsChannel, Stub
-from avadios.v1 import common_pb2, discovery_pb2, ledger_pb2, p2p_pb2
+from avadios.transport import NatsChannel
+from avadios.v1 import common_pb2, discovery_pb2, p2p_pb2
+from avadios.v1.discovery_nats import DiscoveryClient
 from services.gateway.app import Gateway, build_app
-from services.gateway.ledger_relay import LedgerRelay
-from services.gateway.p2p import P2PNode, PeeringServicer
+from services.gateway.p2p.door import PeerDoor
+from services.gateway.p2p.node import P2PNode
 from services.gateway.peers_api import add_peer_routes
 
 log = logging.getLogger("avadios.gateway")
@@ -30,8 +31,8 @@ class _Server(uvicorn.Server):
 
 
 class GatewayRoom:
-    # Beside HTTP and P2P, the gateway serves Peering in the node: the only way other services reach peers.
-    descriptor: ServiceDescriptor | None = p2p_pb2.DESCRIPTOR.services_by_name["Peering"]
+    # Beside HTTP and P2P, the gateway serves the peer door in the node: the only way other services reach peers.
+    descriptor: ServiceDescriptor | None = p2p_pb2.DESCRIPTOR.services_by_name["Peer"]
 
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
@@ -41,11 +42,7 @@ class GatewayRoom:
         channel = NatsChannel(ctx.nc)
         self.gateway = Gateway(config, channel, ctx.node_id, api_key)
         self.p2p = _p2p_node(ctx, channel)
-        self.ledger_relay = LedgerRelay(
-            self.p2p,
-            Stub(channel, "ledger", ledger_pb2.DESCRIPTOR.services_by_name["Ledger"]),
-            Stub(channel, "discovery", discovery_pb2.DESCRIPTOR.services_by_name["Discovery"]),
-        )
+        self.door = PeerDoor(self.p2p, channel, self.health)
         app = build_app(self.gateway)
         add_peer_routes(app, self.gateway, channel)
         self._server = _Server(
@@ -69,7 +66,7 @@ class GatewayRoom:
 
     @property
     def servicer(self) -> object:
-        return PeeringServicer(self.p2p, self.health, self.ledger_relay)
+        return self.door
 
     async def start(self) -> None:
         await self.p2p.start()
@@ -93,11 +90,10 @@ class GatewayRoom:
 
 def _p2p_node(ctx: ServiceContext, channel: NatsChannel) -> P2PNode:
     config = ctx.config
-    discovery = Stub(channel, "discovery", discovery_pb2.DESCRIPTOR.services_by_name["Discovery"])
+    discovery = DiscoveryClient(channel)
 
     async def local_profile() -> discovery_pb2.SignedRecord:
-        reply: discovery_pb2.SignedRecord = await discovery.LocalProfile(discovery_pb2.LocalProfileRequest())
-        return reply
+        return await discovery.LocalProfile(discovery_pb2.LocalProfileRequest())
 
     return P2PNode(
         load_or_create(config.home),

@@ -1,4 +1,4 @@
-"""The ledger's side of replication between nodes: gossip out through the gateway's Peering service (never a
+"""The ledger's side of replication between nodes: gossip out through the gateway's peer door (never a
 socket of our own), and catch-up from peers: chains prefetched over P2P, then verified block by block."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from avadios.errors import AvadiosError
-from avadios.transport import Stub
-from avadios.v1 import ledger_pb2, p2p_pb2
+from avadios.peering import PeerDoorClient
+from avadios.v1 import ledger_pb2
 from services.ledger.replica import CatchUpReport, Gossiped, Replica
 
 log = logging.getLogger("avadios.ledger.network")
@@ -22,7 +22,7 @@ MAX_BATCH = 256  # items per P2P message (the gateway refuses more)
 MAX_QUEUE = 20_000  # beyond this the oldest items go: open elections are re-gossiped by the replica's tick
 CHAIN_PAGE = 100  # blocks per GetChain page: with their final votes, well under the 1 MiB envelope limit
 FRONTIER_PAGE = 1000
-BROADCAST_TIMEOUT_S = 10.0
+BROADCAST_TIMEOUT_S = 3.0  # per peer: one that is away must not hold up the next batch for long
 FETCH_TIMEOUT_S = 15.0
 
 
@@ -30,7 +30,7 @@ class NetGossip:
     """A replica's Gossip: `broadcast` only queues (the replica is synchronous); one task sends what queued up
     while the previous batch was on the wire as one LedgerGossipBatch, so batches grow with the load."""
 
-    def __init__(self, peering: Stub) -> None:
+    def __init__(self, peering: PeerDoorClient) -> None:
         self.peering = peering
         self._queue: deque[Gossiped] = deque()
         self._ready = asyncio.Event()
@@ -63,9 +63,7 @@ class NetGossip:
                 count = min(len(self._queue), MAX_BATCH)
                 batch = ledger_pb2.LedgerGossipBatch(items=[self._queue.popleft() for _ in range(count)])
                 try:
-                    reply: p2p_pb2.PeerBroadcastReply = await self.peering.BroadcastLedger(
-                        batch, timeout=BROADCAST_TIMEOUT_S
-                    )
+                    reply = await self.peering.broadcast(batch, timeout=BROADCAST_TIMEOUT_S)
                     self.sent_batches += 1
                     if reply.failures:
                         self._warn("some peers did not take ledger gossip: %s", "; ".join(reply.failures))
@@ -102,15 +100,14 @@ class PrefetchedChains:
 class CatchUp:
     """Pulls what peers confirmed while this node was away (or missed gossip), through the gateway."""
 
-    def __init__(self, replica: Replica, peering: Stub) -> None:
+    def __init__(self, replica: Replica, peering: PeerDoorClient) -> None:
         self.replica = replica
         self.peering = peering
         self.applied = 0
         self.rounds = 0
 
     async def peers(self) -> list[str]:
-        reply: p2p_pb2.LedgerPeersReply = await self.peering.LedgerPeers(p2p_pb2.LedgerPeersRequest(), timeout=10.0)
-        return list(reply.multiaddrs)
+        return await self.peering.peers()
 
     async def prefetch(self, peer: str) -> PrefetchedChains:
         """Every frontier of `peer` and, for each account it is ahead on, the blocks above our height."""
@@ -118,9 +115,7 @@ class CatchUp:
         start = b""
         while True:
             request = ledger_pb2.LedgerFrontiersRequest(start=start, limit=FRONTIER_PAGE)
-            page: ledger_pb2.LedgerFrontiersReply = await self.peering.LedgerFrontiers(
-                p2p_pb2.PeerLedgerFrontiersRequest(multiaddr=peer, request=request), timeout=FETCH_TIMEOUT_S
-            )
+            page = await self.peering.send(peer, request, ledger_pb2.LedgerFrontiersReply, timeout=FETCH_TIMEOUT_S)
             fresh = [f for f in page.frontiers if f.account != start or not start]
             source.fronts.extend(fresh)
             if len(page.frontiers) < FRONTIER_PAGE or not fresh:
@@ -132,9 +127,7 @@ class CatchUp:
             chain: list[ledger_pb2.LedgerConfirmedBlock] = []
             while height < front.height:
                 ask = ledger_pb2.LedgerChainRequest(account=front.account, from_height=height + 1, limit=CHAIN_PAGE)
-                reply: ledger_pb2.LedgerChainReply = await self.peering.LedgerChain(
-                    p2p_pb2.PeerLedgerChainRequest(multiaddr=peer, request=ask), timeout=FETCH_TIMEOUT_S
-                )
+                reply = await self.peering.send(peer, ask, ledger_pb2.LedgerChainReply, timeout=FETCH_TIMEOUT_S)
                 # a page must continue where we asked, in order: anything else ends this chain's fetch
                 items = [b for i, b in enumerate(reply.blocks) if b.block.height == height + 1 + i]
                 if not items:

@@ -1,4 +1,5 @@
-"""The Ledger servicer: this node's full replica, answering wallets over NATS and peers through the gateway."""
+"""The Ledger servicer: this node's full replica, answering wallets over NATS and peers through the gateway's
+peer door (which checks the envelope; every body is checked here)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ from avadios.ledger.address import encode_address
 from avadios.ledger.block import HASH_BYTES, KEY_BYTES, verify_block, verify_vote
 from avadios.ledger.errors import BadVote, LedgerError, StalePredecessor
 from avadios.ledger.genesis import GENESIS_FILE, Genesis, load_genesis, save_genesis, solo_genesis
+from avadios.ledger.gossip_check import check_gossip_batch
 from avadios.ledger.wallet import wallet_path
+from avadios.peering import PeerDoorClient
 from avadios.runtime import ServiceContext
-from avadios.transport import NatsChannel, ServerContext, Stub
-from avadios.v1 import common_pb2, ledger_pb2, ledger_pb2_grpc, p2p_pb2
+from avadios.transport import NatsChannel, ServerContext
+from avadios.v1 import common_pb2, ledger_pb2, ledger_pb2_grpc
 from services.ledger.network import CatchUp, NetGossip
 from services.ledger.replica import LedgerChainSource, Replica
 from services.ledger.state import Ledger
@@ -65,9 +68,9 @@ class LedgerRoom(ledger_pb2_grpc.LedgerServicer):
         node = identity.load_or_create(home)
         self.genesis = genesis_for(home, node.public_key)
         self.ledger = Ledger(home / "ledger", self.genesis)
-        peering = Stub(NatsChannel(ctx.nc), "gateway", p2p_pb2.DESCRIPTOR.services_by_name["Peering"])
+        peering = PeerDoorClient(NatsChannel(ctx.nc))
         # A replica alone in its genesis (a solo node) has no one to tell; otherwise peers hear of every block and
-        # vote through the gateway, and chains confirmed while we were away come back by catch-up.
+        # vote through the gateway's peer door, and chains confirmed while we were away come back by catch-up.
         self.net = NetGossip(peering) if len(self.genesis.representatives) > 1 else None
         self.replica = Replica(
             self.ledger,
@@ -278,17 +281,14 @@ class LedgerRoom(ledger_pb2_grpc.LedgerServicer):
     async def Health(self, request: common_pb2.HealthRequest, context: ServerContext) -> common_pb2.HealthReply:
         return self.health()
 
-    # ---- peers (the P2P protocol forwards to these) ------------------------------------------------------
-
-    async def Gossip(self, request: ledger_pb2.LedgerGossip, context: ServerContext) -> ledger_pb2.LedgerGossipAck:
-        self.replica.on_gossip(request)
-        return ledger_pb2.LedgerGossipAck()
+    # ---- peers (the gateway's peer door forwards their bodies to these; context.peer names the sender) -------
 
     async def GossipBatch(
         self, request: ledger_pb2.LedgerGossipBatch, context: ServerContext
     ) -> ledger_pb2.LedgerGossipAck:
-        """A peer's batch, relayed by our gateway: every signature is checked before any item is used, and one bad
-        item refuses the whole batch with its reason (an honest peer never sends one)."""
+        """A peer's batch, relayed by our gateway: its shape and every signature are checked before any item is
+        used, and one bad item refuses the whole batch with its reason (an honest peer never sends one)."""
+        check_gossip_batch(request)
         for index, item in enumerate(request.items):
             try:
                 if item.HasField("block"):
@@ -308,6 +308,8 @@ class LedgerRoom(ledger_pb2_grpc.LedgerServicer):
     async def GetFrontiers(
         self, request: ledger_pb2.LedgerFrontiersRequest, context: ServerContext
     ) -> ledger_pb2.LedgerFrontiersReply:
+        if request.start:
+            _key(request.start, "start")
         limit = min(request.limit or MAX_PAGE, MAX_PAGE)
         return ledger_pb2.LedgerFrontiersReply(
             frontiers=[

@@ -17,7 +17,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 import nats
@@ -44,6 +44,7 @@ STATUS = "Avadios-Status"
 MESSAGE = "Avadios-Message"
 TIMEOUT_MS = "Avadios-Timeout-Ms"
 REQUEST_ID = "Avadios-Request-Id"
+PEER = "Avadios-Peer"  # the verified node id of the peer a request came from (set by the gateway's peer door)
 CANCEL = "Avadios-Cancel"
 CANCEL_PREFIX = "avadios.cancel."  # + a per-stream token; every server listens on one wildcard for all streams
 END = "Avadios-End"
@@ -51,6 +52,7 @@ OK = str(grpc.StatusCode.OK.value[0])
 NATS_NO_RESPONDERS = "503"
 
 log = logging.getLogger("avadios.transport")
+M = TypeVar("M", bound=Message)
 
 
 def subject_for(service: str, method: str) -> str:
@@ -96,6 +98,8 @@ class ServerContext:
         self._deadline = time.monotonic() + int(timeout_ms) / 1000 if timeout_ms else None
         self._cancelled = asyncio.Event()
         self.request_id = headers.get(REQUEST_ID, "")
+        # Set only on a body a peer sent through the gateway's door: who sent it, as the envelope proved.
+        self.peer = headers.get(PEER, "")
 
     def time_remaining(self) -> float | None:
         return None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
@@ -190,13 +194,13 @@ class NatsServer:
         # nats-py runs one subscription's callbacks one after another: each call gets its own task so a
         # long stream never holds up the next request.
         async def handle(request: Request) -> None:
-            task = asyncio.create_task(self._serve(method, request._msg))
+            task = asyncio.create_task(self._serve(method, request))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
         return handle
 
-    async def _serve(self, method: MethodDescriptor, msg: Msg) -> None:
+    async def _serve(self, method: MethodDescriptor, msg: Request) -> None:
         ctx = ServerContext(msg.headers)
         implementation = getattr(self._servicer, method.name)
         try:
@@ -219,10 +223,10 @@ class NatsServer:
             if code is grpc.StatusCode.INTERNAL:
                 log.exception("%s failed", method.full_name, extra={"request_id": ctx.request_id})
             with contextlib.suppress(Exception):
-                await self._nc.publish(msg.reply, b"", headers=_status_headers(code, message, True))
+                await msg.respond(b"", headers=_status_headers(code, message, True))
 
     async def _serve_stream(
-        self, implementation: Callable[..., AsyncIterator[Message]], request: Message, ctx: ServerContext, msg: Msg
+        self, implementation: Callable[..., AsyncIterator[Message]], request: Message, ctx: ServerContext, msg: Request
     ) -> None:
         cancel_subject = (msg.headers or {}).get(CANCEL, "")
         task = asyncio.current_task()
@@ -233,7 +237,7 @@ class NatsServer:
             async with asyncio.timeout(ctx.time_remaining()):
                 async for item in implementation(request, ctx):
                     await self._respond(msg, item.SerializeToString(), None)
-            await self._nc.publish(msg.reply, b"", headers=_status_headers(grpc.StatusCode.OK, "", True))
+            await msg.respond(b"", headers=_status_headers(grpc.StatusCode.OK, "", True))
         except asyncio.CancelledError:
             if not ctx.cancelled():
                 raise  # the server is stopping, not the caller cancelling
@@ -247,12 +251,12 @@ class NatsServer:
             ctx.cancel()
             task.cancel()
 
-    async def _respond(self, msg: Msg, data: bytes, headers: dict[str, str] | None) -> None:
+    async def _respond(self, msg: Request, data: bytes, headers: dict[str, str] | None) -> None:
         if len(data) > self._nc.max_payload:
             raise PayloadTooLarge(
                 f"reply of {len(data)} bytes exceeds the NATS max payload of {self._nc.max_payload} bytes"
             )
-        await self._nc.publish(msg.reply, data, headers=headers)
+        await msg.respond(data, headers=headers)
 
 
 def _raise_for_status(msg: Msg, what: str) -> None:
@@ -307,15 +311,30 @@ class NatsChannel:
         service: str,
         method: str,
         request: Message,
-        reply_type: type[Message],
+        reply_type: type[M],
         timeout: float,
         request_id: str | None = None,
-    ) -> Message:
+    ) -> M:
+        data = await self.unary_bytes(service, method, request.SerializeToString(), timeout, request_id)
+        return reply_type.FromString(data)
+
+    async def unary_bytes(
+        self,
+        service: str,
+        method: str,
+        data: bytes,
+        timeout: float,
+        request_id: str | None = None,
+        peer: str = "",
+    ) -> bytes:
+        """A unary call on already-encoded bytes: the peer door forwards bodies it does not decode."""
         subject = subject_for(service, method)
-        data = request.SerializeToString()
         self._check_size(data, subject)
+        headers = self._headers(timeout, request_id)
+        if peer:
+            headers[PEER] = peer
         try:
-            msg = await self.nc.request(subject, data, timeout=timeout, headers=self._headers(timeout, request_id))
+            msg = await self.nc.request(subject, data, timeout=timeout, headers=headers)
         except nats.errors.NoRespondersError:
             raise Unavailable(f"no {service} service is running") from None
         except nats.errors.TimeoutError:
@@ -323,17 +342,17 @@ class NatsChannel:
         except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):
             raise Unavailable("the node's NATS server is not reachable") from None
         _raise_for_status(msg, service)
-        return reply_type.FromString(msg.data)
+        return msg.data
 
     async def server_stream(
         self,
         service: str,
         method: str,
         request: Message,
-        reply_type: type[Message],
+        reply_type: type[M],
         timeout: float,
         request_id: str | None = None,
-    ) -> AsyncIterator[Message]:
+    ) -> AsyncIterator[M]:
         subject = subject_for(service, method)
         data = request.SerializeToString()
         self._check_size(data, subject)

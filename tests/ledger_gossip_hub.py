@@ -1,5 +1,6 @@
 """An in-memory gossip hub: replicas in one process exchange blocks and votes through it, with switches to
-take a replica offline or split the network. The P2P protocol plays this part between real nodes."""
+take a replica offline or split the network. The P2P protocol plays this part between real nodes; this
+one is for tests only."""
 
 from __future__ import annotations
 

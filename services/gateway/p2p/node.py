@@ -1,5 +1,5 @@
-"""The gateway's P2P side: the gRPC service peers call on TCP 4001 (TLS bound to the node identity, signed
-envelopes) and the client that dials peers; plus the in-node Peering service other services use over NATS."""
+"""The gateway's P2P node: the gRPC service peers call on TCP 4001 (TLS bound to the node identity, signed
+envelopes) and the client that dials peers. What a body means is not its business: handlers per body type do."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import blake3
 import grpc
@@ -18,24 +18,25 @@ from google.protobuf.message import DecodeError, Message
 
 from avadios.errors import AvadiosError, InvalidArgument, RpcError, Unavailable
 from avadios.identity import Identity
-from avadios.multiaddr import Multiaddr, parse
-from avadios.transport import ServerContext
-from avadios.v1 import common_pb2, discovery_pb2, ledger_pb2, p2p_pb2, p2p_pb2_grpc
-from services.gateway.envelope import (
+from avadios.multiaddr import Multiaddr
+from avadios.v1 import discovery_pb2, p2p_pb2, p2p_pb2_grpc
+from services.gateway.p2p.envelope import (
     CLOCK_SKEW_S,
     MAX_BODY_BYTES,
     BadSignature,
     ReplayGuard,
     UnknownMessageType,
     open_envelope,
-    seal,
+    seal_bytes,
     type_name,
 )
-from services.gateway.tls import NodeTls, PeerUnauthenticated, fetch_server_cert, peer_key_from_cert
+from services.gateway.p2p.tls import NodeTls, PeerUnauthenticated, fetch_server_cert, peer_key_from_cert
 
 log = logging.getLogger("avadios.gateway.p2p")
 M = TypeVar("M", bound=Message)
-Handler = Callable[[Message, str], Awaitable[Message]]
+# A body handler: (body bytes, the sender's verified node id, seconds left) -> (reply type, reply body bytes).
+BodyHandler = Callable[[bytes, str, float], Awaitable[tuple[str, bytes]]]
+SERVE_TIMEOUT_S = 10.0  # how long one incoming message may take to answer
 GRPC_LIMIT_SLACK = 64 * 1024  # let an oversized body reach our check, which names the limit
 
 
@@ -77,9 +78,9 @@ class P2PNode:
         self._links: dict[str, Link] = {}
         self._link_lock = asyncio.Lock()
         self._server: grpc.aio.Server | None = None
-        self.handlers: dict[str, tuple[type[Message], Handler]] = {
-            type_name(p2p_pb2.PingRequest): (p2p_pb2.PingRequest, self._on_ping),
-            type_name(p2p_pb2.HelloRequest): (p2p_pb2.HelloRequest, self._on_hello),
+        self.handlers: dict[str, BodyHandler] = {
+            type_name(p2p_pb2.PingRequest): typed_handler(p2p_pb2.PingRequest, self._on_ping),
+            type_name(p2p_pb2.HelloRequest): typed_handler(p2p_pb2.HelloRequest, self._on_hello),
         }
         self.served = 0
         self.refused: Counter[str] = Counter()
@@ -130,15 +131,12 @@ class P2PNode:
             sender = open_envelope(env, self.node_id, self._guard, self.max_body, self.skew_s)
             if env.sender_key != tls_key:
                 raise BadSignature("envelope sender is not the peer the TLS handshake authenticated")
-            kind = self.handlers.get(env.type)
-            if kind is None:
+            handler = self.handlers.get(env.type)
+            if handler is None:
                 raise UnknownMessageType(f"unknown message type {env.type!r}")
-            message_class, handler = kind
-            try:
-                request = message_class.FromString(env.body)
-            except DecodeError:
-                raise InvalidArgument(f"body is not a valid {env.type}") from None
-            reply = await handler(request, sender)
+            remaining = context.time_remaining()
+            timeout = SERVE_TIMEOUT_S if remaining is None else min(SERVE_TIMEOUT_S, remaining)
+            reply_type, reply_body = await handler(env.body, sender, timeout)
         except AvadiosError as exc:
             self.refused[type(exc).__name__] += 1
             log.info("refused P2P message: %s", exc.message)
@@ -146,12 +144,12 @@ class P2PNode:
         self.served += 1
         if self.reply_delay_s:
             await asyncio.sleep(self.reply_delay_s)
-        return seal(self.identity, sender, reply, in_reply_to=env.nonce)
+        return seal_bytes(self.identity, sender, reply_type, reply_body, in_reply_to=env.nonce)
 
-    async def _on_ping(self, request: Message, sender: str) -> Message:
+    async def _on_ping(self, request: p2p_pb2.PingRequest, sender: str) -> p2p_pb2.PingReply:
         return p2p_pb2.PingReply(node_id=self.node_id, load=self._load())
 
-    async def _on_hello(self, request: Message, sender: str) -> Message:
+    async def _on_hello(self, request: p2p_pb2.HelloRequest, sender: str) -> p2p_pb2.HelloReply:
         return p2p_pb2.HelloReply(profile=await self._local_profile())
 
     # ---- dialing -----------------------------------------------------------------------------------------
@@ -187,11 +185,23 @@ class P2PNode:
     async def request(
         self, addr: Multiaddr, body: Message, reply_class: type[M], timeout: float = 5.0
     ) -> tuple[M, str, float]:
-        """Send one signed request; returns (verified reply, peer node id, round trip in ms of the call).
-        A channel that fails (e.g. the peer restarted with a new certificate) is rebuilt once."""
+        """Send one signed request; returns (verified reply, peer node id, round trip in ms of the call)."""
+        reply_body, sender, rtt_ms = await self.request_bytes(
+            addr, type_name(body), body.SerializeToString(), type_name(reply_class), timeout
+        )
+        return reply_class.FromString(reply_body), sender, rtt_ms
+
+    async def request_bytes(
+        self, addr: Multiaddr, body_type: str, body: bytes, reply_type: str, timeout: float = 5.0
+    ) -> tuple[bytes, str, float]:
+        """Send one signed body of `body_type`; returns (the verified reply body, which must be a `reply_type`,
+        the peer's node id, round trip in ms). A channel that fails (e.g. the peer restarted with a new
+        certificate) is rebuilt once."""
+        if len(body) > self.max_body:
+            raise InvalidArgument(f"a P2P body is at most {self.max_body} bytes, this one is {len(body)}")
         for attempt in (0, 1):
             link = await self.link(addr, fresh=attempt == 1)
-            env = seal(self.identity, link.node_id, body)
+            env = seal_bytes(self.identity, link.node_id, body_type, body)
             started = time.perf_counter()
             try:
                 reply = await link.stub.Call(env, timeout=timeout)
@@ -203,10 +213,24 @@ class P2PNode:
             sender = open_envelope(reply, self.node_id, self._reply_guard, self.max_body, self.skew_s)
             if sender != link.node_id or reply.in_reply_to != env.nonce:
                 raise BadSignature("the reply is not from the peer we called, or not for our request")
-            if reply.type != type_name(reply_class):
-                raise UnknownMessageType(f"expected a {type_name(reply_class)} reply, got {reply.type!r}")
-            return reply_class.FromString(reply.body), sender, rtt_ms
+            if reply.type != reply_type:
+                raise UnknownMessageType(f"expected a {reply_type} reply, got {reply.type!r}")
+            return reply.body, sender, rtt_ms
         raise Unavailable(f"peer at {addr} is unreachable")
+
+
+def typed_handler(message_class: type[M], handle: Callable[[M, str], Awaitable[Message]]) -> BodyHandler:
+    """A body handler for a message type the gateway itself answers (Ping, Hello): decoded, then handled."""
+
+    async def on_body(body: bytes, sender: str, timeout: float) -> tuple[str, bytes]:
+        try:
+            request = message_class.FromString(body)
+        except DecodeError:
+            raise InvalidArgument(f"body is not a valid {type_name(message_class)}") from None
+        reply = await handle(request, sender)
+        return type_name(reply), reply.SerializeToString()
+
+    return on_body
 
 
 class _Servicer(p2p_pb2_grpc.P2PServicer):
@@ -215,75 +239,3 @@ class _Servicer(p2p_pb2_grpc.P2PServicer):
 
     async def Call(self, request: p2p_pb2.Envelope, context: grpc.aio.ServicerContext) -> p2p_pb2.Envelope:
         return await self.node.serve(request, context)
-
-
-class PeeringServicer(p2p_pb2_grpc.PeeringServicer):
-    """In-node: other services reach peers only through this (over NATS), never with sockets of their own."""
-
-    def __init__(
-        self, node: P2PNode, health: Callable[[], common_pb2.HealthReply], ledger: LedgerPeering | None = None
-    ) -> None:
-        self.node = node
-        self._health = health
-        self._ledger = ledger
-
-    def _ledger_relay(self) -> LedgerPeering:
-        if self._ledger is None:
-            raise Unavailable("this gateway relays no ledger traffic")
-        return self._ledger
-
-    @staticmethod
-    def _addr(request: p2p_pb2.PeerAddress) -> Multiaddr:
-        try:
-            addr = parse(request.multiaddr)
-        except ValueError as exc:
-            raise InvalidArgument(str(exc)) from None
-        if addr.transport != "tcp":
-            raise InvalidArgument(f"{request.multiaddr} is not a P2P (tcp) address")
-        return addr
-
-    async def Hello(self, request: p2p_pb2.PeerAddress, context: ServerContext) -> p2p_pb2.PeerHello:
-        reply, node_id, rtt = await self.node.request(self._addr(request), p2p_pb2.HelloRequest(), p2p_pb2.HelloReply)
-        return p2p_pb2.PeerHello(node_id=node_id, profile=reply.profile, rtt_ms=rtt)
-
-    async def Ping(self, request: p2p_pb2.PeerAddress, context: ServerContext) -> p2p_pb2.PeerPing:
-        timeout = min(5.0, context.time_remaining() or 5.0)
-        reply, node_id, rtt = await self.node.request(
-            self._addr(request), p2p_pb2.PingRequest(), p2p_pb2.PingReply, timeout=timeout
-        )
-        return p2p_pb2.PeerPing(node_id=node_id, rtt_ms=rtt, load=reply.load)
-
-    async def Health(self, request: common_pb2.HealthRequest, context: ServerContext) -> common_pb2.HealthReply:
-        return self._health()
-
-    async def BroadcastLedger(
-        self, request: ledger_pb2.LedgerGossipBatch, context: ServerContext
-    ) -> p2p_pb2.PeerBroadcastReply:
-        return await self._ledger_relay().broadcast(request)
-
-    async def LedgerFrontiers(
-        self, request: p2p_pb2.PeerLedgerFrontiersRequest, context: ServerContext
-    ) -> ledger_pb2.LedgerFrontiersReply:
-        return await self._ledger_relay().frontiers(request)
-
-    async def LedgerChain(
-        self, request: p2p_pb2.PeerLedgerChainRequest, context: ServerContext
-    ) -> ledger_pb2.LedgerChainReply:
-        return await self._ledger_relay().chain(request)
-
-    async def LedgerPeers(
-        self, request: p2p_pb2.LedgerPeersRequest, context: ServerContext
-    ) -> p2p_pb2.LedgerPeersReply:
-        return p2p_pb2.LedgerPeersReply(multiaddrs=[str(a) for a in await self._ledger_relay().peers()])
-
-
-class LedgerPeering(Protocol):
-    """The ledger side of Peering (services/gateway/ledger_relay.py)."""
-
-    async def broadcast(self, batch: ledger_pb2.LedgerGossipBatch) -> p2p_pb2.PeerBroadcastReply: ...
-
-    async def frontiers(self, request: p2p_pb2.PeerLedgerFrontiersRequest) -> ledger_pb2.LedgerFrontiersReply: ...
-
-    async def chain(self, request: p2p_pb2.PeerLedgerChainRequest) -> ledger_pb2.LedgerChainReply: ...
-
-    async def peers(self) -> list[Multiaddr]: ...

@@ -1,4 +1,4 @@
-"""What a peer's ledger gossip must look like before the gateway forwards it to the ledger."""
+"""What a peer's ledger gossip must look like before the ledger uses any item of it."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import pytest
 
 from avadios.errors import InvalidArgument
 from avadios.ledger.block import make_vote
+from avadios.ledger.gossip_check import MAX_GOSSIP_ITEMS, check_gossip_batch
 from avadios.ledger.wallet import ChainTip, Wallet
 from avadios.v1 import ledger_pb2
-from services.gateway.ledger_relay import MAX_GOSSIP_ITEMS, check_gossip_batch
 
 NETWORK = bytes(32)
 

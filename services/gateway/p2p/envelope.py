@@ -78,13 +78,20 @@ def _signed_bytes(env: p2p_pb2.Envelope) -> bytes:
 
 
 def seal(identity: Identity, recipient: str, body: Message, in_reply_to: bytes = b"") -> p2p_pb2.Envelope:
+    return seal_bytes(identity, recipient, type_name(body), body.SerializeToString(), in_reply_to)
+
+
+def seal_bytes(
+    identity: Identity, recipient: str, body_type: str, body: bytes, in_reply_to: bytes = b""
+) -> p2p_pb2.Envelope:
+    """An envelope around an already-encoded body (the door forwards bodies it never decodes)."""
     env = p2p_pb2.Envelope(
         sender_key=identity.public_key,
         recipient=recipient,
         timestamp_ms=int(time.time() * 1000),
         nonce=os.urandom(NONCE_BYTES),
-        type=type_name(body),
-        body=body.SerializeToString(),
+        type=body_type,
+        body=body,
         in_reply_to=in_reply_to,
     )
     env.signature = identity.sign(_signed_bytes(env))
