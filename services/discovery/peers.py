@@ -10,15 +10,31 @@ from pathlib import Path
 from avadios.v1 import discovery_pb2
 
 NEW_PEER_RELIABILITY = 0.5  # no observation yet: neither trusted nor distrusted
-EWMA_WEIGHT = 0.2  # each observation moves the score a fifth of the way to 1 (answered) or 0 (failed)
+EWMA_WEIGHT = 0.2  # each ping moves the liveness score a fifth of the way to 1 (answered) or 0 (failed)
+# Work is scored apart from liveness, and only by Proof of Inference verdicts: a verified answer moves the work
+# score a tenth of the way to 1; a rejected one halves it, so one rejection takes a new peer (0.5) under the
+# default floor (0.3) and two take a long-trusted one (0.9 -> 0.45 -> 0.225) under it.
+WORK_GAIN = 0.1
+WORK_PENALTY = 0.5
 
 
 @dataclass(slots=True)
 class Score:
-    value: float = NEW_PEER_RELIABILITY
+    ping: float = NEW_PEER_RELIABILITY  # liveness: answered pings and calls
+    work: float = NEW_PEER_RELIABILITY  # verified work: moved only by verdicts
     ok: int = 0
     failed: int = 0
     last_seen_unix: int = 0
+    verified: int = 0
+    rejected: int = 0
+    streak: int = 0  # verified answers since the last rejection
+    last_reason: str = ""
+
+    @property
+    def value(self) -> float:
+        """The reliability routing uses: never above the work score, so a peer that answers every ping but
+        lied about its work stays under the floor until verified work lifts it."""
+        return min(self.ping, self.work)
 
 
 class ReliabilityBook:
@@ -30,16 +46,18 @@ class ReliabilityBook:
         self._scores: dict[str, Score] = {}
         try:
             for node_id, raw in json.loads(path.read_text()).items():
+                if "value" in raw:  # a book written before work was scored apart: its score was liveness
+                    raw["ping"] = raw.pop("value")
                 self._scores[node_id] = Score(**raw)
         except (FileNotFoundError, json.JSONDecodeError, TypeError):
-            pass
+            pass  # an unreadable book starts afresh: every peer is new again, which trusts no one more
 
     def get(self, node_id: str) -> Score:
         return self._scores.get(node_id) or Score()
 
     def observe(self, node_id: str, answered: bool) -> Score:
         score = self._scores.setdefault(node_id, Score())
-        score.value += EWMA_WEIGHT * ((1.0 if answered else 0.0) - score.value)
+        score.ping += EWMA_WEIGHT * ((1.0 if answered else 0.0) - score.ping)
         if answered:
             score.ok += 1
             score.last_seen_unix = int(time.time())
@@ -47,10 +65,34 @@ class ReliabilityBook:
             score.failed += 1
         return score
 
+    def verdict(self, node_id: str, accepted: bool, reason: str = "") -> Score:
+        """A Proof of Inference verdict on one answer of the peer: the only thing that moves its work score."""
+        score = self._scores.setdefault(node_id, Score())
+        if accepted:
+            score.work += WORK_GAIN * (1.0 - score.work)
+            score.verified += 1
+            score.streak += 1
+        else:
+            score.work *= WORK_PENALTY
+            score.rejected += 1
+            score.streak = 0
+            score.last_reason = reason[:200]
+        return score
+
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         data = {
-            k: {"value": round(v.value, 6), "ok": v.ok, "failed": v.failed, "last_seen_unix": v.last_seen_unix}
+            k: {
+                "ping": round(v.ping, 6),
+                "work": round(v.work, 6),
+                "ok": v.ok,
+                "failed": v.failed,
+                "last_seen_unix": v.last_seen_unix,
+                "verified": v.verified,
+                "rejected": v.rejected,
+                "streak": v.streak,
+                "last_reason": v.last_reason,
+            }
             for k, v in self._scores.items()
         }
         tmp = self.path.with_suffix(".tmp")

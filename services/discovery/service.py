@@ -419,6 +419,9 @@ class DiscoveryRoom(discovery_pb2_grpc.DiscoveryServicer):
                     failures=peer.failures,
                     bootstrap="bootstrap" in peer.tags,
                     software_version=profile.software_version,
+                    verified=score.verified,
+                    rejected=score.rejected,
+                    last_rejection=score.last_reason,
                 )
             )
         return reply
@@ -484,4 +487,27 @@ class DiscoveryRoom(discovery_pb2_grpc.DiscoveryServicer):
 
         observed = await asyncio.gather(*(observe(p) for p in candidates))
         ranked, excluded = rank(list(observed), self.weights)
+        pinned = {p.entry.node_id: p.entry.model_blake3 for p in candidates}
+        for candidate in (*ranked, *excluded):
+            candidate.model_blake3 = pinned.get(candidate.node_id, b"")
+            candidate.verified_streak = self.reliability.get(candidate.node_id).streak
         return discovery_pb2.RouteReply(model=request.model, ranked=ranked, excluded=excluded, formula=FORMULA)
+
+    async def RecordVerdicts(
+        self, request: discovery_pb2.RecordVerdictsRequest, context: ServerContext
+    ) -> discovery_pb2.RecordVerdictsReply:
+        after = []
+        for verdict in request.verdicts:
+            score = self.reliability.verdict(verdict.node_id, verdict.accepted, verdict.reason)
+            after.append(score.value)
+            log.info(
+                "verdict on a provider",
+                extra={
+                    "peer": verdict.node_id[:16],
+                    "accepted": verdict.accepted,
+                    "reason": verdict.reason,
+                    "reliability": round(score.value, 3),
+                },
+            )
+        self.reliability.save()
+        return discovery_pb2.RecordVerdictsReply(reliability=after)
