@@ -17,6 +17,7 @@ from nats.aio.msg import Msg
 
 from avadios import __version__, identity
 from avadios.errors import AvadiosError, InvalidArgument, NotFound, Unavailable
+from avadios.ledger.wallet import payee_account
 from avadios.multiaddr import Multiaddr, parse, parse_tcp
 from avadios.records import (
     RecordRefused,
@@ -171,6 +172,8 @@ class DiscoveryRoom(discovery_pb2_grpc.DiscoveryServicer):
             load=self._load(),
             software_version=__version__,
             published_unix=int(time.time()),
+            # read at every publish: a wallet made while the node runs is paid from its next profile on
+            payee=payee_account(self.config.home, self.identity.public_key),
         )
 
     async def publish(self) -> int:
@@ -487,9 +490,11 @@ class DiscoveryRoom(discovery_pb2_grpc.DiscoveryServicer):
 
         observed = await asyncio.gather(*(observe(p) for p in candidates))
         ranked, excluded = rank(list(observed), self.weights)
-        pinned = {p.entry.node_id: p.entry.model_blake3 for p in candidates}
+        by_id = {p.entry.node_id: p for p in candidates}
         for candidate in (*ranked, *excluded):
-            candidate.model_blake3 = pinned.get(candidate.node_id, b"")
+            provider = by_id[candidate.node_id]
+            candidate.model_blake3 = provider.entry.model_blake3
+            candidate.payee = provider.profile.payee
             candidate.verified_streak = self.reliability.get(candidate.node_id).streak
         return discovery_pb2.RouteReply(model=request.model, ranked=ranked, excluded=excluded, formula=FORMULA)
 

@@ -180,3 +180,9 @@ def load_wallet(home: Path) -> Wallet:
     if len(seed) != 32:
         raise WalletError(f"{path} is not a 32-byte wallet seed")
     return Wallet.from_seed(seed)
+
+
+def payee_account(home: Path, node_key: bytes) -> bytes:
+    """The account a node is paid to for its work: its wallet's, or, on a node without a wallet, its node key's
+    (a solo genesis funds the node key in that case too)."""
+    return load_wallet(home).account if wallet_path(home).exists() else node_key
