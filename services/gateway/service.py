@@ -17,7 +17,6 @@ from avadios.v1 import common_pb2, discovery_pb2, ledger_pb2, p2p_pb2
 from services.gateway.app import Gateway, build_app
 from services.gateway.ledger_relay import LedgerRelay
 from services.gateway.p2p import P2PNode, PeeringServicer
-from services.gateway.peers_api import add_peer_routes
 
 log = logging.getLogger("avadios.gateway")
 
@@ -47,7 +46,6 @@ class GatewayRoom:
             Stub(channel, "discovery", discovery_pb2.DESCRIPTOR.services_by_name["Discovery"]),
         )
         app = build_app(self.gateway)
-        add_peer_routes(app, self.gateway, channel)
         self._server = _Server(
             uvicorn.Config(
                 app,
