@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from fastapi import Request
 
 from avadios.errors import Unauthenticated
 
 
-def api_key_check(api_key: str | None) -> Callable[[Request], None]:
+def api_key_check(api_key: str | None) -> Callable[[Request], Awaitable[None]]:
     """A FastAPI dependency that refuses a request without `Authorization: Bearer <api_key>`; with no key (the
     API listens on loopback only) it lets everything through."""
     expected = f"Bearer {api_key}".encode() if api_key is not None else None
 
-    def check(request: Request) -> None:
+    async def check(request: Request) -> None:  # async: FastAPI would run a plain def in a worker thread
         if expected is None:
             return
         given = request.headers.get("authorization", "").encode()

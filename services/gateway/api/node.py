@@ -3,7 +3,7 @@ page at `/` (a plain server-rendered page until the web GUI replaces it; behind 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from html import escape
 from typing import Any
 
@@ -28,7 +28,9 @@ class HealthOut(BaseModel):
     services: dict[str, list[dict[str, Any]]] = Field(description="per service, every live instance")
 
 
-def node_router(node_id: str, board: HealthBoard, metrics: Metrics, auth: Callable[[Request], None]) -> APIRouter:
+def node_router(
+    node_id: str, board: HealthBoard, metrics: Metrics, auth: Callable[[Request], Awaitable[None]]
+) -> APIRouter:
     router = APIRouter(tags=["node"])
 
     @router.get(
