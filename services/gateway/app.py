@@ -12,12 +12,12 @@ from fastapi import Depends, FastAPI
 
 from avadios import __version__
 from avadios.config import NodeConfig
-from avadios.transport import NatsChannel
+from avadios.transport import NatsChannel, Stub
 from services.gateway.api.auth import api_key_check
 from services.gateway.api.errors import BodyLimit, install_error_handler
 from services.gateway.api.node import node_router
 from services.gateway.api.openai import openai_router
-from services.gateway.api.peers import peers_router
+from services.gateway.api.peers import discovery_stub, peers_router
 from services.gateway.api.wallet import wallet_router
 from services.gateway.health import HealthBoard
 from services.gateway.metrics import Metrics
@@ -26,7 +26,8 @@ from services.gateway.pipeline import Pipeline
 
 class Gateway:
     """What the HTTP API serves from: the node's config and id, its API key (None on loopback), the tier
-    pipeline, the health board fed by heartbeats, the metrics, and the NATS channel to the other services."""
+    pipeline, the health board fed by heartbeats, the metrics, the NATS channel to the other services and a
+    client of the discovery service (one for the whole gateway)."""
 
     def __init__(self, config: NodeConfig, channel: NatsChannel, node_id: str, api_key: str | None) -> None:
         self.config = config
@@ -36,6 +37,7 @@ class Gateway:
         self.pipeline = Pipeline.over(channel, config.request_timeout_s, config.default_max_tokens)
         self.board = HealthBoard()
         self.metrics = Metrics()
+        self.discovery: Stub = discovery_stub(channel)
 
 
 def build_app(gw: Gateway) -> FastAPI:
@@ -44,7 +46,7 @@ def build_app(gw: Gateway) -> FastAPI:
     keyed = [Depends(auth)]
     app.include_router(openai_router(gw.pipeline, gw.metrics), dependencies=keyed)
     app.include_router(wallet_router(gw.config.home, gw.channel), dependencies=keyed)
-    app.include_router(peers_router(gw.channel), dependencies=keyed)
+    app.include_router(peers_router(gw.discovery), dependencies=keyed)
     app.include_router(node_router(gw.node_id, gw.board, gw.metrics, auth))
     install_error_handler(app, gw.metrics)
     app.add_middleware(BodyLimit, limit=gw.config.max_body_bytes)

@@ -121,14 +121,18 @@ class RouteOut(BaseModel):
         )
 
 
-def peers_router(channel: NatsChannel) -> APIRouter:
-    router = APIRouter(tags=["network"])
-    discovery = Stub(
+def discovery_stub(channel: NatsChannel) -> Stub:
+    return Stub(
         channel,
         "discovery",
         discovery_pb2.DESCRIPTOR.services_by_name["Discovery"],
         default_timeout=DISCOVERY_TIMEOUT_S,
     )
+
+
+def peers_router(discovery: Stub) -> APIRouter:
+    """`discovery`: a client of the node's discovery service."""
+    router = APIRouter(tags=["network"])
 
     @router.get("/api/peers", summary="Known peers and the bootstrap list")
     async def list_peers() -> PeerListOut:

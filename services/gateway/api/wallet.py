@@ -58,9 +58,10 @@ class HistoryOut(BaseModel):
 
 def wallet_router(home: Path, channel: NatsChannel) -> APIRouter:
     router = APIRouter(prefix="/api/wallet", tags=["wallet"])
+    ledger = ledger_stub(channel)
 
     def client() -> WalletClient:
-        return WalletClient(ledger_stub(channel), load_wallet(home))
+        return WalletClient(ledger, load_wallet(home))  # read per request: `avadios wallet new` may come later
 
     @router.get("", summary="The home wallet's balance")
     async def wallet() -> WalletOut:
