@@ -18,7 +18,6 @@ from avadios.v1.discovery_nats import DiscoveryClient
 from services.gateway.app import Gateway, build_app
 from services.gateway.p2p.door import PeerDoor
 from services.gateway.p2p.node import P2PNode
-from services.gateway.peers_api import add_peer_routes
 
 log = logging.getLogger("avadios.gateway")
 
@@ -44,7 +43,6 @@ class GatewayRoom:
         self.p2p = _p2p_node(ctx, channel)
         self.door = PeerDoor(self.p2p, channel, self.health)
         app = build_app(self.gateway)
-        add_peer_routes(app, self.gateway, channel)
         self._server = _Server(
             uvicorn.Config(
                 app,

@@ -13,7 +13,12 @@ from avadios import multiaddr
 
 ENV_PREFIX = "AVADIOS_"
 CONFIG_FILE = "config.toml"
-SERVICES = ("cache", "ledger", "inference", "discovery", "gateway")  # start order: the gateway last, to find the others
+# Every service of a node, in start order (the gateway last, to find the others). The one list: the supervisor,
+# the container probe and the replica settings all read it.
+SERVICES = ("cache", "ledger", "inference", "discovery", "gateway")
+# Services that may run as several processes (their NATS queue group shares the work); every other one owns a
+# port or a RocksDB and runs as a single process.
+SCALABLE_SERVICES = frozenset({"inference"})
 
 
 def default_home() -> Path:
@@ -21,14 +26,17 @@ def default_home() -> Path:
 
 
 def parse_replicas(text: str) -> dict[str, int]:
-    """Parse "inference=2,cache=1" (also accepts repeated values joined by commas)."""
+    """Parse "inference=2" (several settings may be joined by commas)."""
     replicas: dict[str, int] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, sep, count = part.partition("=")
         if not sep or name not in SERVICES:
             raise ValueError(f"bad replica setting {part!r}: expected SERVICE=N with SERVICE in {', '.join(SERVICES)}")
-        if name in ("cache", "ledger", "discovery", "gateway"):
-            raise ValueError(f"{name} runs as a single process (it owns a port or a RocksDB); only inference scales")
+        if name not in SCALABLE_SERVICES:
+            raise ValueError(
+                f"{name} runs as a single process (it owns a port or a RocksDB); "
+                f"only {', '.join(sorted(SCALABLE_SERVICES))} scales"
+            )
         try:
             n = int(count)
         except ValueError:

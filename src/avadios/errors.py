@@ -6,9 +6,11 @@ import grpc
 
 
 class AvadiosError(Exception):
-    """An error a caller can act on; `code` says which kind, the message says why."""
+    """An error a caller can act on; `code` says which kind, the message says why, and `reason`, where a domain
+    names its errors (the ledger does), is a stable slug for scripts (HTTP sends it as the error's `code`)."""
 
     code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+    reason: str | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -17,6 +19,10 @@ class AvadiosError(Exception):
 
 class InvalidArgument(AvadiosError):
     code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class Unauthenticated(AvadiosError):
+    code = grpc.StatusCode.UNAUTHENTICATED
 
 
 class NotFound(AvadiosError):
@@ -69,6 +75,16 @@ _HTTP_STATUS = {
 
 def http_status(code: grpc.StatusCode) -> int:
     return _HTTP_STATUS.get(code, 500)
+
+
+def http_status_of(exc: AvadiosError) -> int:
+    """The HTTP status of an error: its code's, except that a message too large to carry is 413, not 429 (busy).
+    A PayloadTooLarge raised in another process arrives as a RESOURCE_EXHAUSTED status that says "max payload"."""
+    if isinstance(exc, PayloadTooLarge) or (
+        exc.code is grpc.StatusCode.RESOURCE_EXHAUSTED and "max payload" in exc.message
+    ):
+        return 413
+    return http_status(exc.code)
 
 
 def status_code_from_value(value: int) -> grpc.StatusCode:

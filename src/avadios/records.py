@@ -1,9 +1,11 @@
-"""Signed, versioned, expiring records that other nodes store: sign, validate, strip (see STYLE.md).
+"""Signed, versioned, expiring records that other nodes store: signed on store, validated at every door.
 
 A record is valid when its Ed25519 signature covers (domain tag, key, owner key, seq, expiry, BLAKE3 of the
 payload), it has not expired, it does not expire absurdly far ahead, its key belongs to its owner
 (profile/<node id of the owner>) or, for provider sets, its entry names its owner, and it fits the size limit.
-Validators raise `RecordRefused` (a ValueError) with a reason a person can read.
+Validators raise `RecordRefused` (a ValueError) with a reason a person can read. As in hivemind's DHT
+validators, a record is checked both when a peer asks us to store it and when a lookup returns it, so a value
+another node handed over is never used unchecked.
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ def sign_record(identity: Identity, key: str, payload: bytes, seq: int, ttl_s: f
 
 
 @dataclass(frozen=True, slots=True)
-class Checked:
+class VerifiedRecord:
     """A record that passed validation, with what its payload says."""
 
     record: discovery_pb2.SignedRecord
@@ -86,7 +88,7 @@ class Checked:
     provider: discovery_pb2.ProviderEntry | None = None
 
 
-def validate_record(record: discovery_pb2.SignedRecord, now: float | None = None) -> Checked:
+def validate_record(record: discovery_pb2.SignedRecord, now: float | None = None) -> VerifiedRecord:
     """Return what the record says, or raise RecordRefused with the reason."""
     now = time.time() if now is None else now
     size = record.ByteSize()
@@ -110,7 +112,7 @@ def validate_record(record: discovery_pb2.SignedRecord, now: float | None = None
             raise RecordRefused("profile payload is not a CapabilityProfile") from None
         if profile.node_id != owner or profile.public_key != record.owner_key:
             raise RecordRefused("profile names another node than its signer")
-        return Checked(record, owner, profile=profile)
+        return VerifiedRecord(record, owner, profile=profile)
     if record.key.startswith(PROVIDER_PREFIX):
         try:
             entry = discovery_pb2.ProviderEntry.FromString(record.payload)
@@ -120,7 +122,7 @@ def validate_record(record: discovery_pb2.SignedRecord, now: float | None = None
             raise RecordRefused("provider entry names another node than its signer")
         if provider_key(entry.model) != record.key:
             raise RecordRefused(f"provider entry for {entry.model!r} stored under {record.key!r}")
-        return Checked(record, owner, provider=entry)
+        return VerifiedRecord(record, owner, provider=entry)
     raise RecordRefused(f"unknown record namespace in key {record.key!r}")
 
 

@@ -11,8 +11,8 @@ from pydantic import ValidationError
 
 from avadios.errors import InvalidArgument
 from avadios.v1 import inference_pb2
+from services.gateway.api.openai_schema import ChatCompletionRequest
 from services.gateway.cache_key import cache_key
-from services.gateway.openai_schema import ChatCompletionRequest
 from services.inference.chat_format import Message, render_qa
 from services.inference.gguf_meta import quantization, read_metadata
 

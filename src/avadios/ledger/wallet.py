@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import blake3
+import grpc
 from mnemonic import Mnemonic
 from nacl.signing import SigningKey
 
@@ -33,6 +34,7 @@ class WalletExists(WalletError):
 
 
 class NoWallet(WalletError):
+    code = grpc.StatusCode.NOT_FOUND
     reason = "no_wallet"
 
 

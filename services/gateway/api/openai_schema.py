@@ -1,4 +1,8 @@
-"""The OpenAI-compatible request bodies, validated at the HTTP edge, and the responses built from answers."""
+"""The OpenAI-compatible request bodies, validated at the HTTP edge, and the responses built from answers.
+
+Responses are built as plain dicts (byte for byte what OpenAI's clients parse); the `*Out` models describe
+them for /docs, and a unit test holds the two together.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from avadios.v1 import inference_pb2
+from services.gateway.pipeline import reproducible
 
 MAX_STOP_SEQUENCES = 4
 
@@ -66,8 +71,7 @@ class SamplingIn(BaseModel):
 
     @property
     def reproducible(self) -> bool:
-        """Only these answers may come from the cache: greedy decoding, or sampling with a fixed seed."""
-        return self.temperature == 0.0 or self.seed is not None
+        return reproducible(self.sampling())
 
     @property
     def include_usage(self) -> bool:
@@ -167,5 +171,91 @@ def text_completion(
     return body
 
 
-def error_body(message: str, type_: str, code: str | None, param: str | None = None) -> dict[str, Any]:
-    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+# ---- what the responses look like, for /docs ---------------------------------------------------------------
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class UsageOut(_Out):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ChatMessageOut(_Out):
+    role: Literal["assistant"]
+    content: str
+
+
+class ChatChoiceOut(_Out):
+    index: int
+    message: ChatMessageOut
+    logprobs: None
+    finish_reason: str
+
+
+class ChatCompletionOut(_Out):
+    """`POST /v1/chat/completions` without `stream`; with it, `text/event-stream` of chat.completion.chunk
+    objects ending in `data: [DONE]`."""
+
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    choices: list[ChatChoiceOut]
+    usage: UsageOut
+
+
+class TextChoiceOut(_Out):
+    index: int
+    text: str
+    logprobs: None
+    finish_reason: str | None
+
+
+class TextCompletionOut(_Out):
+    """`POST /v1/completions` without `stream`; with it, `text/event-stream` of text_completion objects."""
+
+    id: str
+    object: Literal["text_completion"]
+    created: int
+    model: str
+    choices: list[TextChoiceOut]
+    usage: UsageOut | None = None
+
+
+class ModelDetailsOut(_Out):
+    size_bytes: int
+    context_length: int
+    architecture: str
+    quantization: str
+    chat_format: str
+    default: bool
+
+
+class ModelOut(_Out):
+    id: str
+    object: Literal["model"] = "model"
+    created: int = 0
+    owned_by: str = "local"
+    avadios: ModelDetailsOut
+
+
+class ModelListOut(_Out):
+    object: Literal["list"] = "list"
+    data: list[ModelOut]
+
+
+class ErrorDetailOut(_Out):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorOut(_Out):
+    """Every error of the API, OpenAI's shape."""
+
+    error: ErrorDetailOut
