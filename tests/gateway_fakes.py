@@ -10,8 +10,10 @@ from typing import Any, cast
 
 from avadios.config import NodeConfig
 from avadios.errors import AvadiosError
-from avadios.transport import NatsChannel, Stub
+from avadios.transport import NatsChannel
 from avadios.v1 import cache_pb2, inference_pb2
+from avadios.v1.cache_nats import CacheClient
+from avadios.v1.inference_nats import InferenceClient
 from services.gateway.app import Gateway
 from services.gateway.pipeline import Pipeline
 
@@ -64,7 +66,9 @@ class FakeCache:
 
 
 def fake_pipeline(inference: FakeInference, cache: FakeCache) -> Pipeline:
-    return Pipeline(cast(Stub, inference), cast(Stub, cache), request_timeout_s=10.0, default_max_tokens=256)
+    return Pipeline(
+        cast(InferenceClient, inference), cast(CacheClient, cache), request_timeout_s=10.0, default_max_tokens=256
+    )
 
 
 def fake_gateway(home: Path, inference: FakeInference, cache: FakeCache, api_key: str | None = None) -> Gateway:

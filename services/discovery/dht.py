@@ -125,7 +125,7 @@ class Contact:
     port: int
 
 
-class SignedProtocol(RPCProtocol):
+class SignedProtocol(RPCProtocol):  # type: ignore[misc]  # rpcudp has no type hints
     """Kademlia's four RPCs, each carrying the caller's credential and answered with ours."""
 
     RPCS = frozenset({"ping", "store", "find_node", "find_value"})
@@ -179,7 +179,7 @@ class SignedProtocol(RPCProtocol):
         self.welcome_if_new(node)
         return node
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         self.spawn(self._solve_datagram(data, addr))
 
     async def _solve_datagram(self, datagram: bytes, address: tuple[str, int]) -> None:
@@ -215,7 +215,7 @@ class SignedProtocol(RPCProtocol):
         if isinstance(response, dict):
             response["cred"] = self.dht.credential_bytes()
         with contextlib.suppress(Exception):
-            self.transport.sendto(b"\x01" + msg_id + umsgpack.packb(response), address)  # type: ignore[union-attr]
+            self.transport.sendto(b"\x01" + msg_id + umsgpack.packb(response), address)
 
     # ---- serving -----------------------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from fastapi import Depends, FastAPI
 
 from avadios import __version__
 from avadios.config import NodeConfig
-from avadios.transport import NatsChannel, Stub
+from avadios.transport import NatsChannel
 from services.gateway.api.auth import api_key_check
 from services.gateway.api.errors import BodyLimit, install_error_handler
 from services.gateway.api.node import node_router
@@ -37,7 +37,7 @@ class Gateway:
         self.pipeline = Pipeline.over(channel, config.request_timeout_s, config.default_max_tokens)
         self.board = HealthBoard()
         self.metrics = Metrics()
-        self.discovery: Stub = discovery_stub(channel)
+        self.discovery = discovery_stub(channel)
 
 
 def build_app(gw: Gateway) -> FastAPI:

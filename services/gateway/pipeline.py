@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from avadios.errors import AvadiosError, NotFound, Unavailable
-from avadios.transport import NatsChannel, Stub
+from avadios.transport import NatsChannel
 from avadios.v1 import cache_pb2, inference_pb2
+from avadios.v1.cache_nats import CacheClient
+from avadios.v1.inference_nats import InferenceClient
 from services.gateway.cache_key import cache_key
 
 log = logging.getLogger("avadios.gateway")
@@ -81,7 +83,9 @@ def reproducible(sampling: inference_pb2.SamplingParams) -> bool:
 
 
 class Pipeline:
-    def __init__(self, inference: Stub, cache: Stub, request_timeout_s: float, default_max_tokens: int) -> None:
+    def __init__(
+        self, inference: InferenceClient, cache: CacheClient, request_timeout_s: float, default_max_tokens: int
+    ) -> None:
         self.inference = inference
         self.cache = cache
         self.request_timeout_s = request_timeout_s
@@ -93,13 +97,8 @@ class Pipeline:
     @classmethod
     def over(cls, channel: NatsChannel, request_timeout_s: float, default_max_tokens: int) -> Pipeline:
         """The pipeline of a node: its inference and cache services over the node's NATS."""
-        inference = Stub(
-            channel,
-            "inference",
-            inference_pb2.DESCRIPTOR.services_by_name["Inference"],
-            default_timeout=INFERENCE_TIMEOUT_S,
-        )
-        cache = Stub(channel, "cache", cache_pb2.DESCRIPTOR.services_by_name["Cache"], default_timeout=CACHE_TIMEOUT_S)
+        inference = InferenceClient(channel, default_timeout=INFERENCE_TIMEOUT_S)
+        cache = CacheClient(channel, default_timeout=CACHE_TIMEOUT_S)
         return cls(inference, cache, request_timeout_s, default_max_tokens)
 
     async def list_models(self) -> inference_pb2.ListModelsReply:

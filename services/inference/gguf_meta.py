@@ -56,7 +56,7 @@ def read_metadata(path: Path) -> dict[str, object]:
                 return at + struct.calcsize(_SCALARS[kind])
             if kind == STRING:
                 (n,) = struct.unpack_from("<Q", m, at)
-                return at + 8 + n
+                return at + 8 + int(n)
             raise GGUFError(f"{path}: unknown GGUF value type {kind}")
 
         for _ in range(kv_count):

@@ -30,8 +30,9 @@ from avadios.ledger.client import WalletClient, account_json, ledger_stub
 from avadios.ledger.errors import LedgerError
 from avadios.ledger.wallet import create_wallet, load_wallet, new_mnemonic
 from avadios.supervisor import read_node_file
-from avadios.transport import NatsChannel, Stub, connect
+from avadios.transport import NatsChannel, connect
 from avadios.v1 import ledger_pb2
+from avadios.v1.ledger_nats import LedgerClient
 
 T = TypeVar("T")
 
@@ -45,7 +46,7 @@ def _fail(args: argparse.Namespace, exc: AvadiosError, code: int = EXIT_ERROR) -
     return code
 
 
-async def _call(config: NodeConfig, body: Callable[[Stub], Awaitable[T]]) -> T:
+async def _call(config: NodeConfig, body: Callable[[LedgerClient], Awaitable[T]]) -> T:
     state = read_node_file(config)
     assert state is not None
     nc = await connect(state["nats_url"], "avadios-cli")
@@ -55,7 +56,7 @@ async def _call(config: NodeConfig, body: Callable[[Stub], Awaitable[T]]) -> T:
         await nc.close()
 
 
-def _run(args: argparse.Namespace, body: Callable[[Stub], Awaitable[T]]) -> T | int:
+def _run(args: argparse.Namespace, body: Callable[[LedgerClient], Awaitable[T]]) -> T | int:
     """Run `body` against the running node's ledger; an int result is an exit status already reported."""
     config = config_of(args)
     if read_node_file(config) is None:
@@ -109,7 +110,7 @@ def cmd_wallet_address(args: argparse.Namespace) -> int:
     return 0
 
 
-def _wallet_client(args: argparse.Namespace, stub: Stub) -> WalletClient:
+def _wallet_client(args: argparse.Namespace, stub: LedgerClient) -> WalletClient:
     return WalletClient(stub, load_wallet(config_of(args).home))
 
 
@@ -141,7 +142,7 @@ def cmd_wallet_send(args: argparse.Namespace) -> int:
 
 
 def cmd_wallet_receive(args: argparse.Namespace) -> int:
-    async def body(stub: Stub) -> dict[str, int]:
+    async def body(stub: LedgerClient) -> dict[str, int]:
         # a dict, not the bare count: `_run` takes an int result for an exit status already reported
         return {"received": await _wallet_client(args, stub).receive_all()}
 
@@ -167,7 +168,7 @@ def cmd_ledger_account(args: argparse.Namespace) -> int:
     except LedgerError as exc:
         return _fail(args, exc, EXIT_USAGE)
 
-    async def body(stub: Stub) -> dict[str, Any]:
+    async def body(stub: LedgerClient) -> dict[str, Any]:
         return account_json(await stub.GetAccount(ledger_pb2.LedgerAccountRequest(account=account)))
 
     def for_people(result: dict[str, Any]) -> None:
@@ -199,7 +200,7 @@ def status_json(reply: ledger_pb2.LedgerStatusReply) -> dict[str, Any]:
 
 
 def cmd_ledger_status(args: argparse.Namespace) -> int:
-    async def body(stub: Stub) -> dict[str, Any]:
+    async def body(stub: LedgerClient) -> dict[str, Any]:
         return status_json(await stub.GetStatus(ledger_pb2.LedgerStatusRequest()))
 
     def for_people(result: dict[str, Any]) -> None:

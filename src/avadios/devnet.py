@@ -216,7 +216,7 @@ def health(node: DevnetNode, timeout: float = 2.0) -> dict[str, Any]:
 
 def healthy(node: DevnetNode) -> bool:
     h = health(node)
-    return h["status"] == "ok" and h["discovery"] == "serving"
+    return bool(h["status"] == "ok" and h["discovery"] == "serving")
 
 
 def wait_healthy(nodes: list[DevnetNode], timeout: float = HEALTH_TIMEOUT_S) -> None:

@@ -29,7 +29,8 @@ HEARTBEAT_INTERVAL_S = 1.0
 class Room(Protocol):
     """A service's own part: its servicer (None for the gateway, which serves HTTP) and its health."""
 
-    descriptor: ServiceDescriptor | None
+    @property
+    def descriptor(self) -> ServiceDescriptor | None: ...
 
     @property
     def servicer(self) -> object: ...
@@ -68,7 +69,7 @@ class ServiceContext:
             detail=detail,
             uptime_s=time.monotonic() - self.started,
             **fields,
-        )  # type: ignore[arg-type]
+        )
 
 
 RoomFactory = Callable[[ServiceContext], Awaitable[Room]]

@@ -385,34 +385,3 @@ class NatsChannel:
             if not finished:
                 with contextlib.suppress(Exception):
                     await self.nc.publish(cancel_subject, b"")
-
-
-class Stub:
-    """A client for one proto service, with the proto's method names: `await stub.Health(req)`,
-    `async for chunk in stub.Generate(req)`."""
-
-    def __init__(
-        self, channel: NatsChannel, service: str, descriptor: ServiceDescriptor, default_timeout: float = 30.0
-    ) -> None:
-        for method in descriptor.methods:
-            setattr(self, method.name, self._bind(channel, service, method, default_timeout))
-
-    @staticmethod
-    def _bind(channel: NatsChannel, service: str, method: MethodDescriptor, default_timeout: float) -> Any:
-        reply_type = _message_class(method.output_type)
-        if method.server_streaming:
-
-            def stream(
-                request: Message, timeout: float = default_timeout, request_id: str | None = None
-            ) -> AsyncIterator[Message]:
-                return channel.server_stream(service, method.name, request, reply_type, timeout, request_id)
-
-            return stream
-
-        async def unary(request: Message, timeout: float = default_timeout, request_id: str | None = None) -> Message:
-            return await channel.unary(service, method.name, request, reply_type, timeout, request_id)
-
-        return unary
-
-    def __getattr__(self, name: str) -> Any:  # methods are set in __init__; this keeps type checkers calm
-        raise AttributeError(name)

@@ -80,7 +80,7 @@ async def test_a_stream_that_ends_without_any_chunk_is_unavailable() -> None:
     inference = FakeInference()
 
     def nothing(request: inference_pb2.GenerateRequest, **_: object) -> object:
-        async def chunks():  # type: ignore[no-untyped-def]
+        async def chunks():
             return
             yield
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from avadios.transport import NatsChannel, Stub
+from avadios.transport import NatsChannel
 from avadios.v1 import discovery_pb2
+from avadios.v1.discovery_nats import DiscoveryClient
 
 DISCOVERY_TIMEOUT_S = 30.0
 
@@ -121,16 +122,11 @@ class RouteOut(BaseModel):
         )
 
 
-def discovery_stub(channel: NatsChannel) -> Stub:
-    return Stub(
-        channel,
-        "discovery",
-        discovery_pb2.DESCRIPTOR.services_by_name["Discovery"],
-        default_timeout=DISCOVERY_TIMEOUT_S,
-    )
+def discovery_stub(channel: NatsChannel) -> DiscoveryClient:
+    return DiscoveryClient(channel, default_timeout=DISCOVERY_TIMEOUT_S)
 
 
-def peers_router(discovery: Stub) -> APIRouter:
+def peers_router(discovery: DiscoveryClient) -> APIRouter:
     """`discovery`: a client of the node's discovery service."""
     router = APIRouter(tags=["network"])
 

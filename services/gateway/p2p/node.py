@@ -94,7 +94,8 @@ class P2PNode:
 
     async def start(self) -> None:
         self._server = grpc.aio.server(options=self.options)
-        p2p_pb2_grpc.add_P2PServicer_to_server(_Servicer(self), self._server)
+        # protoc's gRPC modules carry no type hints
+        p2p_pb2_grpc.add_P2PServicer_to_server(_Servicer(self), self._server)  # type: ignore[no-untyped-call]
         self.port = self._server.add_secure_port(f"{self.host}:{self.port}", self.tls.server_credentials())
         await self._server.start()
         log.info("P2P listening", extra={"host": self.host, "port": self.port})
@@ -172,7 +173,7 @@ class P2PNode:
             channel = grpc.aio.secure_channel(
                 f"{addr.host}:{addr.port}", self.tls.channel_credentials(pem), options=options
             )
-            link = Link(node_id, channel, p2p_pb2_grpc.P2PStub(channel))
+            link = Link(node_id, channel, p2p_pb2_grpc.P2PStub(channel))  # type: ignore[no-untyped-call]
             self._links[key] = link
             return link
 
