@@ -42,7 +42,7 @@ from avadios.records import (
 from avadios.v1 import discovery_pb2
 
 log = logging.getLogger("avadios.discovery.dht")
-MAX_REPLY_BYTES = 7 * 1024  # one datagram on any sane path (FINDINGS: about 8 KB)
+MAX_REPLY_BYTES = 7 * 1024  # one datagram on any sane path (kademlia's values must fit one datagram, about 8 KB)
 CREDENTIAL_TTL_S = 3600.0
 _CRED_CACHE = 4096
 

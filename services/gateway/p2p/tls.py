@@ -1,4 +1,4 @@
-"""TLS bound to the node's Ed25519 identity (the libp2p TLS pattern, as FINDINGS.md describes for grpcio).
+"""TLS bound to the node's Ed25519 identity (the libp2p TLS pattern, made to work within what grpcio offers).
 
 Each start makes an ephemeral P-256 key and two certificates for it, both carrying a non-critical extension
 (OID 1.3.6.1.4.1.53594.1.1) = Ed25519 public key || Ed25519 signature over a fixed prefix + the certificate's
