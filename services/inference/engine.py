@@ -110,9 +110,7 @@ class Engine:
         rendered = self.renderer.render(messages)
         return self.tokenize_prompt(rendered.text, rendered.has_bos), rendered.stop
 
-    async def generate(
-        self, tokens: list[int], sampling: Sampling, want_tokens: bool = False
-    ) -> AsyncIterator[Piece]:
+    async def generate(self, tokens: list[int], sampling: Sampling, want_tokens: bool = False) -> AsyncIterator[Piece]:
         """Stream pieces as llama.cpp produces them; closing the iterator stops generation at the next token.
         With `want_tokens` every sampled token comes too, with its logprob (same tokens as without)."""
         loop = asyncio.get_running_loop()
