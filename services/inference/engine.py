@@ -84,6 +84,9 @@ class Engine:
         )
         self.n_vocab = self.llm.n_vocab()
         self._model_hash = b""
+        # The last prompt evaluated on its own from an empty cache, and its last logits row: while the KV cache
+        # still holds exactly that evaluation, scoring an answer to the same prompt starts from it (see _score).
+        self._prompt_state: tuple[list[int], Logits] | None = None
         # llama.cpp state is not thread safe: every call into it runs on this one thread.
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama")
 
@@ -126,6 +129,7 @@ class Engine:
                     self._generate_tokens(tokens, sampling, put, stop_flag)
                     return
                 finish = "stop"
+                self._prompt_state = None  # create_completion may re-use and re-evaluate parts of the cache
                 stream = self.llm.create_completion(
                     tokens,
                     max_tokens=sampling.max_tokens,
@@ -196,8 +200,11 @@ class Engine:
         )
         try:
             for token in generator:
+                row = self._logits(-1)
+                if not ids:  # the row the first token was sampled from: the prompt's, evaluated from scratch
+                    self._prompt_state = (list(prompt), row.copy())
                 ids.append(token)
-                logprobs.append(chosen_logprob(self._logits(-1), token))
+                logprobs.append(chosen_logprob(row, token))
                 if llama_cpp.llama_vocab_is_eog(llm._model.vocab, token):
                     finish = "stop"
                     break
@@ -231,32 +238,35 @@ class Engine:
         )
 
     def _score(self, prompt: list[int], candidate: list[int], positions: Sequence[int], top_k: int) -> Scored:
-        """Teacher forcing: one prefill over prompt + candidate (the last candidate token is never evaluated), with
-        logits kept only at the rows that predict the scored positions. Always from an empty cache, so the numbers
-        depend on nothing but the model, the prompt and the candidate (a cached prefix shifts them by up to ≈ 0.08)."""
+        """Teacher forcing in two prefills, always the same two: the prompt alone (as generation evaluates it, so
+        the first token's distribution is exactly the generator's), then every candidate token but the last in one
+        batch, keeping logits only at the rows that predict the scored positions. The numbers depend on nothing
+        but the model, the prompt and the candidate: a prompt evaluated the same way just before (the answer's own
+        generation, or another candidate's scoring) is used again as is, which is the same computation."""
         llm = self.llm
         n_prompt = len(prompt)
-        sequence = prompt + candidate
         wanted = sorted(set(positions)) if positions else list(range(len(candidate)))
-        rows = {n_prompt - 1 + j: j for j in wanted}  # the row at position n_prompt - 1 + j predicts candidate[j]
         stats: dict[int, TokenStats] = {}
-        if rows:
-            end = n_prompt + len(candidate) - 1
-            llm._ctx.kv_cache_seq_rm(-1, 0, -1)
-            llm.n_tokens = 0
+        if wanted:
+            first = self._evaluate_prompt(prompt)
+            if wanted[0] == 0:
+                stats[0] = token_stats(first, candidate[0], top_k)
+            rows = {n_prompt - 1 + j: j for j in wanted if j > 0}  # position n_prompt - 1 + j predicts candidate[j]
+            body = candidate[: max(wanted)]  # no need to evaluate beyond the last row asked for
             batch = LlamaBatch(n_tokens=llm.n_batch, embd=0, n_seq_max=1)
             try:
-                for offset in range(0, end, llm.n_batch):
-                    chunk = sequence[offset : min(end, offset + llm.n_batch)]
-                    batch.set_batch(chunk, n_past=offset, logits_all=False)
+                for offset in range(0, len(body), llm.n_batch):
+                    chunk = body[offset : offset + llm.n_batch]
+                    start = n_prompt + offset
+                    batch.set_batch(chunk, n_past=start, logits_all=False)
                     for i in range(len(chunk)):
-                        batch.batch.logits[i] = offset + i in rows
+                        batch.batch.logits[i] = start + i in rows
                     llm._ctx.decode(batch)
-                    llm.input_ids[offset : offset + len(chunk)] = chunk
-                    llm.n_tokens = offset + len(chunk)
+                    llm.input_ids[start : start + len(chunk)] = chunk
+                    llm.n_tokens = start + len(chunk)
                     for i in range(len(chunk)):
-                        if offset + i in rows:
-                            j = rows[offset + i]
+                        if start + i in rows:
+                            j = rows[start + i]
                             stats[j] = token_stats(self._logits(i), candidate[j], top_k)
             finally:
                 batch.close()
@@ -270,3 +280,20 @@ class Engine:
             positions=tuple(wanted),
             stats=tuple(stats[j] for j in wanted),
         )
+
+    def _evaluate_prompt(self, prompt: list[int]) -> Logits:
+        """Leave exactly `prompt` in the KV cache, evaluated on its own from an empty cache, and return its last
+        logits row; re-used when the cache still holds that very evaluation."""
+        llm = self.llm
+        state = self._prompt_state
+        n = len(prompt)
+        if state is not None and state[0] == prompt and llm.n_tokens >= n and llm.input_ids[:n].tolist() == prompt:
+            llm._ctx.kv_cache_seq_rm(-1, n, -1)
+            llm.n_tokens = n
+            return state[1]
+        llm._ctx.kv_cache_seq_rm(-1, 0, -1)
+        llm.n_tokens = 0
+        llm.eval(prompt)
+        row = self._logits(-1).copy()
+        self._prompt_state = (list(prompt), row)
+        return row

@@ -8,9 +8,9 @@ import numpy as np
 import numpy.typing as npt
 
 Logits = npt.NDArray[np.float32]
-# Tokens more than this many nats below the best one are too unlikely to matter for a top-k cut-off; looking for
-# the k-th best only among the others avoids partitioning the whole vocabulary (262,144 logits for gemma-3).
-_SHORTLIST_NATS = 30.0
+# The k best logits are looked for among those within a widening band below the best one, not by partitioning the
+# whole vocabulary (262,144 logits for gemma-3: a partition takes ≈ 2 ms, a band ≈ 0.1 ms).
+_FIRST_BAND_NATS = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,17 +38,26 @@ def token_stats(logits: Logits, token: int, top_k: int) -> TokenStats:
     weights = np.exp(logits - peak)
     total = float(weights.sum(dtype=np.float64))
     lse = peak + float(np.log(total))
-    value = logits[token]
-    above = logits > value
-    shortlist = logits[logits >= peak - _SHORTLIST_NATS]
-    pool = shortlist if shortlist.size >= top_k else logits
-    k = min(top_k, pool.size)
-    best = np.partition(pool, pool.size - k)[pool.size - k :]
+    value = float(logits[token])
+    above = logits > logits[token]
+    best = _best(logits, peak, top_k)
     return TokenStats(
-        logprob=float(value) - lse,
+        logprob=value - lse,
         rank=int(np.count_nonzero(above)),
         top_logprob=peak - lse,
         top_k_logprob=float(best.min()) - lse,
-        mass_above=float(weights[above].sum(dtype=np.float64)) / total,
-        top_k_mass=float(np.exp(best - peak).sum(dtype=np.float64)) / total,
+        mass_above=float(np.dot(weights, above)) / total,
+        top_k_mass=float(np.exp(best.astype(np.float64) - peak).sum()) / total,
     )
+
+
+def _best(logits: Logits, peak: float, k: int) -> Logits:
+    """The k largest logits (all of them when there are fewer), in no particular order."""
+    band = _FIRST_BAND_NATS
+    while True:
+        pool = logits[logits >= peak - band]
+        if pool.size >= k or not np.isfinite(band) or pool.size == logits.size:
+            break
+        band = band * 4 if band < 256 else np.inf
+    k = min(k, pool.size)
+    return np.partition(pool, pool.size - k)[pool.size - k :]
