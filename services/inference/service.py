@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,7 +15,7 @@ from avadios.runtime import ServiceContext
 from avadios.transport import ServerContext
 from avadios.v1 import common_pb2, inference_pb2, inference_pb2_grpc
 from services.inference.chat_format import GGUF_TEMPLATE, QA_FORMAT, Message
-from services.inference.engine import Engine, Sampling
+from services.inference.engine import SAMPLER_MIN_P, SAMPLER_TOP_K, Engine, Sampling
 from services.inference.gguf_meta import quantization, read_metadata
 
 log = logging.getLogger("avadios.inference")
@@ -72,16 +74,15 @@ class InferenceRoom(inference_pb2_grpc.InferenceServicer):
 
     async def _load_default(self) -> None:
         try:
-            self._default_path = await asyncio.to_thread(default_model_path, self.config)
+            path = await asyncio.to_thread(default_model_path, self.config)
+            self._default_path = path
             self._refresh_models()
-            log.info("loading model", extra={"path": str(self._default_path)})
-            self._engine = await Engine.load(
-                self._default_path, self.config.context_length, self.config.inference_threads
-            )
+            log.info("loading model", extra={"path": str(path)})
+            self._engine = await Engine.load(path, self.config.context_length, self.config.inference_threads)
             log.info(
                 "model loaded",
                 extra={
-                    "model": self._default_path.stem,
+                    "model": path.stem,
                     "threads": self._engine.threads,
                     "n_ctx": self._engine.context_length,
                 },
@@ -134,6 +135,86 @@ class InferenceRoom(inference_pb2_grpc.InferenceServicer):
         self, request: inference_pb2.GenerateRequest, context: ServerContext
     ) -> AsyncIterator[inference_pb2.GenerateChunk]:
         sampling = self._sampling(request.sampling)
+        want_tokens = request.want_tokens
+        async with self._admission():
+            engine = await self._engine_for(request.model)
+            tokens, stop = self._prompt(engine, request)
+            if len(tokens) + sampling.max_tokens > engine.context_length:
+                raise InvalidArgument(
+                    f"prompt of {len(tokens)} tokens plus max_tokens {sampling.max_tokens} exceeds the "
+                    f"model's context of {engine.context_length} tokens"
+                )
+            sampling = Sampling(
+                sampling.max_tokens, sampling.temperature, sampling.top_p, sampling.seed, sampling.stop + stop
+            )
+            model = engine.path.stem
+            model_hash = await asyncio.to_thread(engine.model_hash) if want_tokens else b""
+            async for piece in engine.generate(tokens, sampling, want_tokens):
+                if piece.finish_reason:
+                    self._served += 1
+                    yield inference_pb2.GenerateChunk(
+                        finish_reason=piece.finish_reason,
+                        model=model,
+                        instance=self.ctx.instance,
+                        usage=inference_pb2.Usage(
+                            prompt_tokens=piece.prompt_tokens, completion_tokens=piece.completion_tokens
+                        ),
+                        model_hash=model_hash,
+                    )
+                elif want_tokens:
+                    yield inference_pb2.GenerateChunk(
+                        text=piece.text, token_ids=piece.token_ids, logprobs=piece.logprobs
+                    )
+                else:
+                    yield inference_pb2.GenerateChunk(text=piece.text)
+
+    async def Score(self, request: inference_pb2.ScoreRequest, context: ServerContext) -> inference_pb2.ScoreReply:
+        candidate = list(request.token_ids)
+        positions = list(request.positions)
+        if not candidate:
+            raise InvalidArgument("token_ids is empty: there is nothing to score")
+        if any(b <= a for a, b in itertools.pairwise(positions)) or (positions and positions[-1] >= len(candidate)):
+            raise InvalidArgument(f"positions must ascend and index token_ids (0..{len(candidate) - 1})")
+        async with self._admission():
+            engine = await self._engine_for(request.model)
+            if any(t >= engine.n_vocab for t in candidate):
+                raise InvalidArgument(f"token_ids must be below the model's vocabulary size {engine.n_vocab}")
+            tokens, stop = self._prompt(engine, request)
+            if len(tokens) + len(candidate) > engine.context_length:
+                raise InvalidArgument(
+                    f"prompt of {len(tokens)} tokens plus {len(candidate)} candidate tokens exceeds the "
+                    f"model's context of {engine.context_length} tokens"
+                )
+            model_hash = await asyncio.to_thread(engine.model_hash)
+            scored = await engine.score(tokens, candidate, positions, SAMPLER_TOP_K)
+            self._served += 1
+        return inference_pb2.ScoreReply(
+            model=engine.path.stem,
+            model_hash=model_hash,
+            prompt_tokens=scored.prompt_tokens,
+            pieces=scored.pieces,
+            end_of_generation=scored.end_of_generation,
+            stop=[*request.stop, *stop],
+            scores=[
+                inference_pb2.TokenScore(
+                    position=j,
+                    logprob=s.logprob,
+                    rank=s.rank,
+                    top_logprob=s.top_logprob,
+                    top_k_logprob=s.top_k_logprob,
+                    mass_above=s.mass_above,
+                    top_k_mass=s.top_k_mass,
+                )
+                for j, s in zip(scored.positions, scored.stats, strict=True)
+            ],
+            top_k=SAMPLER_TOP_K,
+            min_p=SAMPLER_MIN_P,
+            instance=self.ctx.instance,
+        )
+
+    @contextlib.asynccontextmanager
+    async def _admission(self) -> AsyncIterator[None]:
+        """A place in this replica's bounded queue, then the engine to itself (one request at a time)."""
         if self._engine is None:
             raise Unavailable(self._load_error or "the model is still loading; retry shortly")
         if self._admitted >= self.config.inference_queue:
@@ -144,30 +225,7 @@ class InferenceRoom(inference_pb2_grpc.InferenceServicer):
         self._admitted += 1
         try:
             async with self._engine_lock:
-                engine = await self._engine_for(request.model)
-                tokens, stop = self._prompt(engine, request)
-                if len(tokens) + sampling.max_tokens > engine.context_length:
-                    raise InvalidArgument(
-                        f"prompt of {len(tokens)} tokens plus max_tokens {sampling.max_tokens} exceeds the "
-                        f"model's context of {engine.context_length} tokens"
-                    )
-                sampling = Sampling(
-                    sampling.max_tokens, sampling.temperature, sampling.top_p, sampling.seed, sampling.stop + stop
-                )
-                model = engine.path.stem
-                async for piece in engine.generate(tokens, sampling):
-                    if piece.finish_reason:
-                        self._served += 1
-                        yield inference_pb2.GenerateChunk(
-                            finish_reason=piece.finish_reason,
-                            model=model,
-                            instance=self.ctx.instance,
-                            usage=inference_pb2.Usage(
-                                prompt_tokens=piece.prompt_tokens, completion_tokens=piece.completion_tokens
-                            ),
-                        )
-                    else:
-                        yield inference_pb2.GenerateChunk(text=piece.text)
+                yield
         finally:
             self._admitted -= 1
 
@@ -180,7 +238,9 @@ class InferenceRoom(inference_pb2_grpc.InferenceServicer):
         seed = params.seed if params.HasField("seed") else None
         return Sampling(max_tokens, params.temperature, params.top_p or 1.0, seed, tuple(params.stop))
 
-    def _prompt(self, engine: Engine, request: inference_pb2.GenerateRequest) -> tuple[list[int], tuple[str, ...]]:
+    def _prompt(
+        self, engine: Engine, request: inference_pb2.GenerateRequest | inference_pb2.ScoreRequest
+    ) -> tuple[list[int], tuple[str, ...]]:
         if request.WhichOneof("input") == "chat":
             return engine.render_chat([Message(m.role, m.content) for m in request.chat.messages])
         if not request.prompt:
