@@ -13,8 +13,10 @@ from fastapi import Depends, FastAPI
 from avadios import __version__
 from avadios.config import NodeConfig
 from avadios.transport import NatsChannel
+from avadios.v1.jobs_nats import VerifierClient
 from services.gateway.api.auth import api_key_check
 from services.gateway.api.errors import BodyLimit, install_error_handler
+from services.gateway.api.jobs import jobs_router
 from services.gateway.api.node import node_router
 from services.gateway.api.openai import openai_router
 from services.gateway.api.peers import discovery_stub, peers_router
@@ -34,7 +36,9 @@ class Gateway:
         self.node_id = node_id
         self.api_key = api_key
         self.channel = channel
-        self.pipeline = Pipeline.over(channel, config.request_timeout_s, config.default_max_tokens)
+        self.pipeline = Pipeline.over(
+            channel, config.request_timeout_s, config.default_max_tokens, config.network_tier
+        )
         self.board = HealthBoard()
         self.metrics = Metrics()
         self.discovery = discovery_stub(channel)
@@ -47,6 +51,7 @@ def build_app(gw: Gateway) -> FastAPI:
     app.include_router(openai_router(gw.pipeline, gw.metrics), dependencies=keyed)
     app.include_router(wallet_router(gw.config.home, gw.channel), dependencies=keyed)
     app.include_router(peers_router(gw.discovery), dependencies=keyed)
+    app.include_router(jobs_router(VerifierClient(gw.channel)), dependencies=keyed)
     app.include_router(node_router(gw.node_id, gw.board, gw.metrics, auth))
     install_error_handler(app, gw.metrics)
     app.add_middleware(BodyLimit, limit=gw.config.max_body_bytes)

@@ -1,8 +1,13 @@
-"""The tier pipeline: one generation request answered by tier 0 (the cache) or tier 1 (the local model).
+"""The tier pipeline: one generation request answered by tier 0 (the cache), tier 1 (the local model) or the
+network (paid, verified answers from other nodes, through the verifier service).
 
 It knows nothing of HTTP. The HTTP API, voice and the GUI hand it the one request shape every caller uses, an
 `inference_pb2.GenerateRequest` (a chat or a raw prompt, with its sampling parameters), and get an `Answer`: the
-tier that produced it, the resolved model name and the chunks as they come. The network tier joins here later.
+tier that produced it, the resolved model name and the chunks as they come.
+
+Which tier: tier 0 when it holds this exact reproducible request; otherwise the network when the caller asks for it
+(`NetworkAsk.tier == "network"`), when the node's `network_tier` is "always", or, with "auto" (the default), when
+this node does not hold the model; otherwise tier 1. With `network_tier = "never"` nothing leaves the node.
 
 Tier 0 only ever answers reproducible requests (greedy decoding, or sampling with a fixed seed): their key is the
 BLAKE3 of model, input and sampling parameters (`cache_key.py`). A tier 1 answer is stored there once complete.
@@ -18,11 +23,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from enum import StrEnum
 
-from avadios.errors import AvadiosError, NotFound, Unavailable
+import grpc
+
+from avadios.errors import PAYMENT_REASONS, AvadiosError, InvalidArgument, NotFound, PaymentRequired, Unavailable
 from avadios.transport import NatsChannel
-from avadios.v1 import cache_pb2, inference_pb2
+from avadios.v1 import cache_pb2, inference_pb2, jobs_pb2
 from avadios.v1.cache_nats import CacheClient
 from avadios.v1.inference_nats import InferenceClient
+from avadios.v1.jobs_nats import VerifierClient
 from services.gateway.cache_key import cache_key
 
 log = logging.getLogger("avadios.gateway")
@@ -36,10 +44,28 @@ class Tier(StrEnum):
 
     CACHE = "0"
     LOCAL = "1"
+    NETWORK = "network"
 
 
 class ModelNotFound(NotFound):
     reason = "model_not_found"
+
+
+class NetworkVerdictFailed(AvadiosError):
+    """The providers' answers did not reach the agreement a network request needs: nothing wrong is returned."""
+
+    code = grpc.StatusCode.ABORTED
+    reason = "verification_failed"
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkAsk:
+    """What a caller asks of the network tier: "auto" (the node decides), "local" (never the network) or
+    "network"; replicas and the price cap (micro-AUTOM) default to the node's settings when 0."""
+
+    tier: str = "auto"
+    replicas: int = 0
+    max_price: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +93,7 @@ class Answer:
     tier: Tier
     model: str
     chunks: AsyncIterator[inference_pb2.GenerateChunk]
+    job: jobs_pb2.JobRecord | None = None  # a network answer's job: providers, verdict, cost
 
     async def collect(self) -> Completed:
         texts: list[str] = []
@@ -84,10 +111,18 @@ def reproducible(sampling: inference_pb2.SamplingParams) -> bool:
 
 class Pipeline:
     def __init__(
-        self, inference: InferenceClient, cache: CacheClient, request_timeout_s: float, default_max_tokens: int
+        self,
+        inference: InferenceClient,
+        cache: CacheClient,
+        request_timeout_s: float,
+        default_max_tokens: int,
+        verifier: VerifierClient | None = None,
+        network_tier: str = "never",
     ) -> None:
         self.inference = inference
         self.cache = cache
+        self.verifier = verifier
+        self.network_tier = network_tier if verifier is not None else "never"
         self.request_timeout_s = request_timeout_s
         self.default_max_tokens = default_max_tokens
         self._models: inference_pb2.ListModelsReply | None = None
@@ -95,11 +130,14 @@ class Pipeline:
         self._background: set[asyncio.Task[None]] = set()
 
     @classmethod
-    def over(cls, channel: NatsChannel, request_timeout_s: float, default_max_tokens: int) -> Pipeline:
-        """The pipeline of a node: its inference and cache services over the node's NATS."""
+    def over(
+        cls, channel: NatsChannel, request_timeout_s: float, default_max_tokens: int, network_tier: str = "never"
+    ) -> Pipeline:
+        """The pipeline of a node: its inference, cache and verifier services over the node's NATS."""
         inference = InferenceClient(channel, default_timeout=INFERENCE_TIMEOUT_S)
         cache = CacheClient(channel, default_timeout=CACHE_TIMEOUT_S)
-        return cls(inference, cache, request_timeout_s, default_max_tokens)
+        verifier = VerifierClient(channel, default_timeout=request_timeout_s)
+        return cls(inference, cache, request_timeout_s, default_max_tokens, verifier, network_tier)
 
     async def list_models(self) -> inference_pb2.ListModelsReply:
         if self._models is None or time.monotonic() - self._models_at > MODELS_TTL_S:
@@ -118,11 +156,29 @@ class Pipeline:
             )
         return name
 
-    async def answer(self, request: inference_pb2.GenerateRequest, cache: CachePolicy = CachePolicy()) -> Answer:
-        """Tier 0 when the cache has this exact reproducible request, else tier 1 (the local model).
+    def _goes_to_network(self, ask: NetworkAsk, model: str, local: set[str]) -> bool:
+        if ask.tier not in ("auto", "local", "network"):
+            raise InvalidArgument(f"tier must be auto, local or network, not {ask.tier!r}")
+        if ask.tier == "network" and self.network_tier == "never":
+            raise InvalidArgument("this node's network_tier is 'never': no request leaves it")
+        if ask.tier == "local" or self.network_tier == "never":
+            return False
+        return ask.tier == "network" or self.network_tier == "always" or model not in local
+
+    async def answer(
+        self,
+        request: inference_pb2.GenerateRequest,
+        cache: CachePolicy = CachePolicy(),
+        network: NetworkAsk = NetworkAsk(),
+    ) -> Answer:
+        """Tier 0 when the cache has this exact reproducible request, else the network or tier 1 (see above).
         `request.model` may be a name `resolve_model` takes; the first chunk is fetched here, so every error
         surfaces before the caller has sent anything on."""
-        model = await self.resolve_model(request.model)
+        models = await self.list_models()
+        local = {m.name for m in models.models}
+        named = request.model if request.model and request.model != "default" else models.default_model
+        to_network = self._goes_to_network(network, named, local)
+        model = named if to_network else await self.resolve_model(request.model)
         request = _with_model(request, model)
         key = None
         if reproducible(request.sampling) and (cache.lookup or cache.store):
@@ -131,12 +187,37 @@ class Pipeline:
             cached = await self._cache_lookup(key)
             if cached is not None:
                 return Answer(Tier.CACHE, model, _replay(cached))
+        if to_network:
+            return await self._network(request, network, key if cache.store else None)
         stream = self.inference.Generate(request, timeout=self.request_timeout_s, request_id=request.request_id)
         try:
             first = await anext(stream)
         except StopAsyncIteration:
             raise Unavailable("the inference service ended the stream without an answer") from None
         return Answer(Tier.LOCAL, model, self._record(first, stream, key if cache.store else None))
+
+    async def _network(
+        self, request: inference_pb2.GenerateRequest, ask: NetworkAsk, key: bytes | None
+    ) -> Answer:
+        """A verified answer from other nodes, as one text chunk (the answer is whole once verified)."""
+        assert self.verifier is not None
+        job = jobs_pb2.JobRequest(request=request, replicas=ask.replicas, max_price=ask.max_price)
+        try:
+            reply = await self.verifier.RunJob(job, timeout=self.request_timeout_s, request_id=request.request_id)
+        except AvadiosError as exc:
+            if exc.reason in PAYMENT_REASONS:  # refused before any AUTOM moved: HTTP 402 with that reason
+                raise PaymentRequired(exc.message, exc.reason or "") from None
+            raise
+        if not reply.job.accepted:
+            raise NetworkVerdictFailed(f"network request {reply.job.job_id} {reply.job.verdict}; nothing was returned")
+        chunks = [
+            inference_pb2.GenerateChunk(text=reply.text, model=request.model),
+            inference_pb2.GenerateChunk(
+                finish_reason=reply.finish_reason, usage=reply.usage, model=request.model, instance=reply.provider
+            ),
+        ]
+        first = chunks[0]
+        return Answer(Tier.NETWORK, request.model, self._record(first, _iterate(chunks[1:]), key), reply.job)
 
     async def _cache_lookup(self, key: bytes) -> cache_pb2.CachedAnswer | None:
         try:
@@ -191,6 +272,11 @@ def _with_model(request: inference_pb2.GenerateRequest, model: str) -> inference
     resolved.CopyFrom(request)
     resolved.model = model
     return resolved
+
+
+async def _iterate(chunks: list[inference_pb2.GenerateChunk]) -> AsyncIterator[inference_pb2.GenerateChunk]:
+    for chunk in chunks:
+        yield chunk
 
 
 def _replay(cached: cache_pb2.CachedAnswer) -> AsyncIterator[inference_pb2.GenerateChunk]:

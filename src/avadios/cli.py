@@ -27,6 +27,7 @@ from avadios.cli_common import (
     not_running,
 )
 from avadios.config import NodeConfig, parse_replicas, with_replicas
+from avadios.ledger.amount import format_autom
 from avadios.logs import JsonFormatter
 from avadios.models import default_model_path
 from avadios.supervisor import HomeInUse, PortInUse, Supervisor, read_node_file
@@ -236,6 +237,10 @@ def cmd_ask(args: argparse.Namespace) -> int:
     }
     if args.max_tokens:
         body["max_tokens"] = args.max_tokens
+    if args.network or args.replicas or args.max_price:
+        body["avadios"] = {"tier": "network" if args.network else "auto", "replicas": args.replicas}
+        if args.max_price:
+            body["avadios"]["max_price"] = args.max_price
     client, _ = node_client(config, timeout=config.request_timeout_s)
     with client:
         if args.json:
@@ -243,6 +248,9 @@ def cmd_ask(args: argparse.Namespace) -> int:
             data = reply.json()
             if reply.status_code == 200:
                 data["tier"] = reply.headers.get("x-avadios-tier")
+                for header in ("job", "cost", "verdict"):
+                    if f"x-avadios-{header}" in reply.headers:
+                        data[header] = reply.headers[f"x-avadios-{header}"]
             emit_json(data)
             return 0 if reply.status_code == 200 else 1
         with client.stream("POST", "/v1/chat/completions", json=body) as reply:
@@ -261,7 +269,15 @@ def cmd_ask(args: argparse.Namespace) -> int:
                     sys.stdout.write(choice["delta"].get("content", ""))
                     sys.stdout.flush()
             sys.stdout.write("\n")
-            console.print(f"[dim](tier {reply.headers.get('x-avadios-tier')})[/]")
+            tier = reply.headers.get("x-avadios-tier")
+            if tier == "network":
+                cost = int(reply.headers.get("x-avadios-cost", "0"))
+                console.print(
+                    f"[dim](network: {reply.headers.get('x-avadios-verdict')}, paid {format_autom(cost)} AUTOM, "
+                    f"job {reply.headers.get('x-avadios-job')})[/]"
+                )
+            else:
+                console.print(f"[dim](tier {tier})[/]")
     return 0
 
 
@@ -297,6 +313,11 @@ def register_node_commands(commands: Commands) -> None:
     ask.add_argument("--model", default=None, help="model name (default: the node's default model)")
     ask.add_argument("--max-tokens", type=int, default=None, help="limit the answer's length in tokens")
     ask.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (default 0: greedy)")
+    ask.add_argument(
+        "--network", action="store_true", help="ask the network (paid, verified by N providers) even for a local model"
+    )
+    ask.add_argument("--replicas", type=int, default=None, help="network: providers asked (default network_replicas)")
+    ask.add_argument("--max-price", default=None, metavar="AUTOM", help='network: the most it may cost, e.g. "0.05"')
 
 
 # Each command group registers its sub-commands here; later groups (network, wallet, …) add a line.

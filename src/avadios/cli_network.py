@@ -21,7 +21,7 @@ from avadios.cli_common import (
     node_client,
     not_running,
 )
-from avadios.ledger.amount import parse_autom
+from avadios.ledger.amount import format_autom, parse_autom
 from avadios.ledger.errors import LedgerError
 from avadios.supervisor import read_node_file
 
@@ -133,6 +133,39 @@ def cmd_route(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- jobs -----------------------------------------------------------------------------------------------
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    code, body = _call(args, "GET", "/api/jobs", params={"limit": args.limit})
+    if body is None:
+        return code
+    if args.json:
+        emit_json(body)
+        return 0
+    table = Table("job", "model", "verdict", "paid", "providers: outcome (score) paid", "time", "blocks")
+    for job in body["jobs"]:
+        providers = "\n".join(
+            f"{p['node_id'][:12]}… {p['outcome']}"
+            + (f" ({p['score']:.3f})" if p["score"] else "")
+            + (f" {format_autom(p['paid_micro'])}" if p["paid_micro"] else "")
+            + (f": {p['reason'][:60]}" if p["reason"] else "")
+            for p in job["providers"]
+        )
+        settle = job["settle"][:12] or (f"refund at {job['refund_at_unix_ms']}" if job["refund_at_unix_ms"] else "-")
+        table.add_row(
+            job["job_id"][:12] + "…",
+            job["model"],
+            job["verdict"][:60],
+            format_autom(job["cost_micro"]),
+            providers,
+            f"{job['duration_ms'] / 1000:.1f} s",
+            f"hold {job['hold'][:12]}\nsettle {settle}",
+        )
+    console.print(table)
+    return 0
+
+
 # ---- devnet ---------------------------------------------------------------------------------------------
 
 
@@ -158,7 +191,8 @@ def cmd_devnet(args: argparse.Namespace) -> int:
         if args.action == "up":
             with console.status(f"starting {args.nodes} nodes in {directory}…"):
                 model = Path(args.model) if args.model else None
-                devnet.up(directory, args.nodes, model, _settings(args.set), parse_autom(args.fund))
+                liars = devnet.parse_liars(args.liars or "", args.nodes)
+                devnet.up(directory, args.nodes, model, _settings(args.set), parse_autom(args.fund), liars)
         elif args.action == "down":
             devnet.down(directory)
         elif args.action in ("stop", "start"):
@@ -185,11 +219,20 @@ def cmd_devnet(args: argparse.Namespace) -> int:
     if args.json:
         emit_json({"dir": str(directory), "nodes": rows})
         return 0
-    table = Table("node", "node id", "API", "P2P multiaddr", "wallet", "health", "home")
+    table = Table("node", "node id", "API", "P2P multiaddr", "wallet", "health", "lies", "home")
     for r in rows:
         health = r["health"] if r["health"] != "ok" else f"ok, discovery {r['discovery']}"
         wallet = (r["wallet"] or "-")[:20] + "…"
-        table.add_row(str(r["index"]), r["node_id"][:16] + "…", r["api_url"], r["p2p"], wallet, health, r["home"])
+        table.add_row(
+            str(r["index"]),
+            r["node_id"][:16] + "…",
+            r["api_url"],
+            r["p2p"],
+            wallet,
+            health,
+            r["fault"] or "-",
+            r["home"],
+        )
     console.print(table)
     return 0
 
@@ -215,3 +258,14 @@ def register(commands: Commands) -> None:
     dev.add_argument(
         "--set", action="append", metavar="KEY=VALUE", help="up: a config.toml setting for every node (repeatable)"
     )
+    dev.add_argument(
+        "--liars",
+        default=None,
+        metavar="KIND:N,…",
+        help="up (test knob): the last nodes lie as providers, e.g. random:1,wrong-model:1 "
+        "(kinds: random, wrong-model, truncated, copy, cached, fake-logprobs)",
+    )
+    jobs = add_command(
+        commands, "jobs", cmd_jobs, "recent network requests: providers, scores, verdicts, payments", True
+    )
+    jobs.add_argument("--limit", type=int, default=20, help="how many (default 20, newest first)")

@@ -50,9 +50,10 @@ class PayloadTooLarge(AvadiosError):
 class RpcError(AvadiosError):
     """An error status received from a remote method."""
 
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+    def __init__(self, code: grpc.StatusCode, message: str, reason: str | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.reason = reason
 
     def __str__(self) -> str:
         return f"{self.code.name}: {self.message}"
@@ -68,9 +69,26 @@ _HTTP_STATUS = {
     grpc.StatusCode.ALREADY_EXISTS: 409,
     grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
     grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.ABORTED: 502,  # the network's providers did not agree on an answer
     grpc.StatusCode.UNAVAILABLE: 503,
     grpc.StatusCode.DEADLINE_EXCEEDED: 504,
 }
+
+
+class PaymentRequired(AvadiosError):
+    """A network request that cannot be paid for: no provider within the price cap, or too little AUTOM to hold
+    its price. Refused before any AUTOM moves (HTTP 402)."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+# Reasons a network request's refusal carries when it cannot be paid for; the gateway's network tier turns a
+# refusal with one of these back into PaymentRequired (a wallet's own send stays a plain 400).
+PAYMENT_REASONS = frozenset({"no_provider", "insufficient_funds"})
 
 
 def http_status(code: grpc.StatusCode) -> int:
@@ -84,6 +102,8 @@ def http_status_of(exc: AvadiosError) -> int:
         exc.code is grpc.StatusCode.RESOURCE_EXHAUSTED and "max payload" in exc.message
     ):
         return 413
+    if isinstance(exc, PaymentRequired):
+        return 402
     return http_status(exc.code)
 
 

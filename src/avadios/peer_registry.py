@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from google.protobuf.descriptor import MethodDescriptor
 
-from avadios.v1 import ledger_pb2
+from avadios.v1 import jobs_pb2, ledger_pb2
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,12 +36,15 @@ def _registry(*entries: PeerMethod) -> dict[str, PeerMethod]:
 
 
 _LEDGER = ledger_pb2.DESCRIPTOR.services_by_name["Ledger"].methods_by_name
+_VERIFIER = jobs_pb2.DESCRIPTOR.services_by_name["Verifier"].methods_by_name
 
 # One line per P2P body type: the in-node service that owns it and its method.
 PEER_METHODS: dict[str, PeerMethod] = _registry(
     PeerMethod("ledger", _LEDGER["GossipBatch"]),
     PeerMethod("ledger", _LEDGER["GetFrontiers"]),
     PeerMethod("ledger", _LEDGER["GetChain"]),
+    PeerMethod("verifier", _VERIFIER["Serve"]),
+    PeerMethod("verifier", _VERIFIER["ScoreResults"]),
 )
 
 

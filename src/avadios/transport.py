@@ -42,6 +42,7 @@ from avadios.errors import (
 
 STATUS = "Avadios-Status"
 MESSAGE = "Avadios-Message"
+REASON = "Avadios-Reason"  # an error's stable slug (AvadiosError.reason), so callers in other processes keep it
 TIMEOUT_MS = "Avadios-Timeout-Ms"
 REQUEST_ID = "Avadios-Request-Id"
 PEER = "Avadios-Peer"  # the verified node id of the peer a request came from (set by the gateway's peer door)
@@ -117,8 +118,10 @@ class ServerContext:
         raise RpcError(code, details)
 
 
-def _status_headers(code: grpc.StatusCode, message: str, end: bool) -> dict[str, str]:
+def _status_headers(code: grpc.StatusCode, message: str, end: bool, reason: str | None = None) -> dict[str, str]:
     headers = {STATUS: str(code.value[0])}
+    if reason:
+        headers[REASON] = reason
     if message:
         # Header values are one line; keep the reason readable and bounded.
         headers[MESSAGE] = " ".join(message.split())[:1000]
@@ -131,12 +134,12 @@ def _status_headers(code: grpc.StatusCode, message: str, end: bool) -> dict[str,
     return headers
 
 
-def _error_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+def _error_of(exc: BaseException) -> tuple[grpc.StatusCode, str, str | None]:
     if isinstance(exc, AvadiosError):
-        return exc.code, exc.message
+        return exc.code, exc.message, exc.reason
     if isinstance(exc, TimeoutError):
-        return grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded"
-    return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}"
+        return grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded", None
+    return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}", None
 
 
 def _message_class(descriptor: Any) -> type[Message]:
@@ -219,11 +222,11 @@ class NatsServer:
                     reply = await implementation(request, ctx)
                 await self._respond(msg, reply.SerializeToString(), _status_headers(grpc.StatusCode.OK, "", True))
         except Exception as exc:
-            code, message = _error_of(exc)
+            code, message, reason = _error_of(exc)
             if code is grpc.StatusCode.INTERNAL:
                 log.exception("%s failed", method.full_name, extra={"request_id": ctx.request_id})
             with contextlib.suppress(Exception):
-                await msg.respond(b"", headers=_status_headers(code, message, True))
+                await msg.respond(b"", headers=_status_headers(code, message, True, reason))
 
     async def _serve_stream(
         self, implementation: Callable[..., AsyncIterator[Message]], request: Message, ctx: ServerContext, msg: Request
@@ -265,7 +268,7 @@ def _raise_for_status(msg: Msg, what: str) -> None:
         raise Unavailable(f"no {what} service is running")
     status = headers.get(STATUS, OK)
     if status != OK:
-        raise RpcError(status_code_from_value(int(status)), headers.get(MESSAGE, ""))
+        raise RpcError(status_code_from_value(int(status)), headers.get(MESSAGE, ""), headers.get(REASON))
 
 
 class NatsChannel:

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from avadios.errors import AvadiosError
-from avadios.v1 import inference_pb2
+from avadios.v1 import inference_pb2, jobs_pb2
 from services.gateway.api.errors import describe, sse_error
 from services.gateway.api.openai_schema import (
     ChatCompletionOut,
@@ -92,6 +92,13 @@ def cache_policy(request: Request) -> CachePolicy:
     return CachePolicy(lookup="no-cache" not in directives and not no_store, store=not no_store)
 
 
+def network_headers(job: jobs_pb2.JobRecord | None) -> dict[str, str]:
+    """What a network answer cost and how it was verified (none for the local tiers)."""
+    if job is None:
+        return {}
+    return {"X-Avadios-Job": job.job_id, "X-Avadios-Cost": str(job.cost), "X-Avadios-Verdict": job.verdict}
+
+
 def openai_router(pipeline: Pipeline, metrics: Metrics) -> APIRouter:
     router = APIRouter(tags=["OpenAI"])
 
@@ -100,9 +107,10 @@ def openai_router(pipeline: Pipeline, metrics: Metrics) -> APIRouter:
     ) -> Response:
         started = time.perf_counter()
         request_id = shape.id_prefix + uuid.uuid4().hex
-        answer = await pipeline.answer(body.generate_request(request_id, body.model), cache_policy(request))
+        ask = body.avadios.ask(request.headers.get(TIER_HEADER))
+        answer = await pipeline.answer(body.generate_request(request_id, body.model), cache_policy(request), ask)
         model, tier = answer.model, answer.tier.value
-        headers = {TIER_HEADER: tier, "X-Request-Id": request_id}
+        headers = {TIER_HEADER: tier, "X-Request-Id": request_id, **network_headers(answer.job)}
 
         def finish(last: inference_pb2.GenerateChunk) -> dict[str, int]:
             usage = usage_dict(last.usage.prompt_tokens, last.usage.completion_tokens)

@@ -11,8 +11,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from avadios.errors import InvalidArgument
+from avadios.ledger.amount import parse_autom
+from avadios.ledger.errors import BadAmount
 from avadios.v1 import inference_pb2
-from services.gateway.pipeline import reproducible
+from services.gateway.pipeline import NetworkAsk, reproducible
 
 MAX_STOP_SEQUENCES = 4
 
@@ -33,9 +36,29 @@ class ChatMessageIn(BaseModel):
         return self.content or ""
 
 
+class NetworkOptions(BaseModel):
+    """`"avadios": {...}` in a request body: how the network tier may answer it."""
+
+    model_config = ConfigDict(extra="forbid")
+    tier: Literal["auto", "local", "network"] = "auto"
+    replicas: int | None = Field(default=None, ge=1, le=16, description="providers asked; a strict majority must agree")
+    max_price: str | None = Field(default=None, description='AUTOM the whole request may cost, e.g. "0.05"')
+
+    def ask(self, header_tier: str | None) -> NetworkAsk:
+        tier = (header_tier or "").strip().lower() or self.tier
+        if tier in ("0", "1"):
+            tier = "local"  # the tiers a response names, asked for: stay on this node
+        try:
+            price = parse_autom(self.max_price) if self.max_price is not None else 0
+        except BadAmount as exc:
+            raise InvalidArgument(f"avadios.max_price: {exc.message}") from None
+        return NetworkAsk(tier, self.replicas or 0, price)
+
+
 class SamplingIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
     model: str = ""
+    avadios: NetworkOptions = Field(default_factory=NetworkOptions)
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
     temperature: float = Field(default=1.0, ge=0.0, le=2.0)

@@ -27,6 +27,9 @@ class PeerOut(BaseModel):
     failures: int
     bootstrap: bool
     software_version: str
+    verified: int = Field(description="its answers that passed Proof of Inference on this node's requests")
+    rejected: int = Field(description="its answers that failed")
+    last_rejection: str
 
 
 class PeerListOut(BaseModel):
@@ -53,6 +56,9 @@ class PeerListOut(BaseModel):
                     failures=p.failures,
                     bootstrap=p.bootstrap,
                     software_version=p.software_version,
+                    verified=p.verified,
+                    rejected=p.rejected,
+                    last_rejection=p.last_rejection,
                 )
                 for p in reply.peers
             ],

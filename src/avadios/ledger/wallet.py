@@ -188,3 +188,8 @@ def payee_account(home: Path, node_key: bytes) -> bytes:
     """The account a node is paid to for its work: its wallet's, or, on a node without a wallet, its node key's
     (a solo genesis funds the node key in that case too)."""
     return load_wallet(home).account if wallet_path(home).exists() else node_key
+
+
+def node_wallet(home: Path, node_key: SigningKey) -> Wallet:
+    """The wallet a running node pays and is paid with: the home's wallet, or its node key where it has none."""
+    return load_wallet(home) if wallet_path(home).exists() else Wallet(node_key)
