@@ -95,6 +95,12 @@ class StalePredecessor(LedgerConflict):
     reason = "stale_predecessor"
 
 
+class ForkLimit(LedgerConflict):
+    """A slot (one account's predecessor) already has as many competing blocks as an election keeps."""
+
+    reason = "fork_limit"
+
+
 class ReplayedBlock(LedgerConflict):
     reason = "replayed_block"
 
