@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeAlias
 
+import blake3
 from nacl.signing import SigningKey
 
 from avadios.ledger.address import short
@@ -80,6 +81,7 @@ MAX_STRAY_VOTE_BYTES = 8 << 20
 # Forks of one slot an election keeps: the first candidate and those with votes stay; a newcomer without votes is
 # refused once the slot is full (each candidate is checked and re-evaluated on every vote).
 MAX_CANDIDATES = 8
+RECENT_VOTES = 16384
 # A catch-up page stays well under the 1 MiB P2P envelope whatever the number of representatives (their votes
 # travel with each block).
 CHAIN_PAGE_BYTES = 512 << 10
@@ -124,11 +126,15 @@ class Parking:
     max_bytes: int
     per_key: int
     _keys: OrderedDict[bytes, dict[bytes, tuple[object, int]]] = field(default_factory=OrderedDict)
+    _ids: dict[bytes, int] = field(default_factory=dict)  # item id -> under how many keys it waits
     items: int = 0
     size: int = 0  # bytes in all
 
     def count(self, key: bytes) -> int:
         return len(self._keys.get(key, ()))
+
+    def holds(self, item_id: bytes) -> bool:
+        return item_id in self._ids
 
     def get(self, key: bytes, item_id: bytes) -> object | None:
         entry = self._keys.get(key, {}).get(item_id)
@@ -145,6 +151,8 @@ class Parking:
         if old is not None:
             self.items -= 1
             self.size -= old[1]
+        else:
+            self._ids[item_id] = self._ids.get(item_id, 0) + 1
         waiting[item_id] = (item, size)
         self.items += 1
         self.size += size
@@ -164,6 +172,10 @@ class Parking:
         waiting = self._keys.pop(key)
         self.items -= len(waiting)
         self.size -= sum(size for _, size in waiting.values())
+        for item_id in waiting:
+            left = self._ids.pop(item_id) - 1
+            if left:
+                self._ids[item_id] = left
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -230,6 +242,8 @@ class Replica:
         self._orphans = Parking(MAX_ORPHANS, MAX_ORPHAN_BYTES, MAX_ORPHANS_PER_KEY)
         # per missing block: one final and the newest normal vote of each representative
         self._stray_votes = Parking(MAX_STRAY_VOTES, MAX_STRAY_VOTE_BYTES, 2 * len(self._weights))
+        # votes verified lately: peers repeat open elections' votes every 2 s, and a replayed vote costs a hash
+        self._verified_votes: OrderedDict[bytes, None] = OrderedDict()
         self._listeners: list[Callable[[bytes, bool], None]] = []
         self.equivocations = 0
         # Own votes wait here until `flush` signs them. Without a scheduler every entry point flushes before it
@@ -309,7 +323,7 @@ class Replica:
         # 2 s) is recognised before its signature costs a verification.
         check_shape(block)
         digest = block_hash(block, self.network)
-        if digest in self._by_hash or self.ledger.knows(digest):
+        if digest in self._by_hash or self._orphans.holds(digest) or self.ledger.knows(digest):
             return
         if not verify_signature(block.account, digest, block.signature):
             raise BadSignature(f"block {digest.hex()[:16]} is not signed by its account's key")
@@ -326,7 +340,12 @@ class Replica:
     def on_vote(self, vote: Vote) -> None:
         if not self._weights_of(vote.representative):
             raise BadVote(f"{short(vote.representative)} is not a representative of this network")
-        verify_vote(vote, self.network)  # once for the whole batch; every hash in it is then one ballot
+        key = blake3.blake3(vote.SerializeToString()).digest()  # the whole vote: signature and what it signs
+        if key not in self._verified_votes:
+            verify_vote(vote, self.network)  # once for the whole batch; every hash in it is then one ballot
+            self._verified_votes[key] = None
+            if len(self._verified_votes) > RECENT_VOTES:
+                self._verified_votes.popitem(last=False)
         self._seen(vote)
         touched: dict[tuple[bytes, bytes], Election] = {}
         for digest in vote.block_hashes:

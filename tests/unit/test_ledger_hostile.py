@@ -408,3 +408,33 @@ def test_a_fork_storm_keeps_a_few_candidates_and_the_slot_still_confirms(net3: N
     assert len(heads) == 1 and next(iter(heads)) != ZERO_HASH
     for replica in net3:
         assert audit(replica.ledger).ok
+
+
+def test_a_replayed_item_costs_a_hash_not_a_signature_check(net3: Network, monkeypatch: pytest.MonkeyPatch) -> None:
+    import avadios.ledger.gossip_check as gossip_check
+    import services.ledger.replica as replica_module
+
+    a, b = net3.wallets
+    n0 = net3.replicas[0]
+    orphan = a.send(ChainTip(os.urandom(32), 5, 100, 1), b.account, 1, net3.network, net3.clock())
+    vote = make_vote(net3.keys[1], [os.urandom(32)], True, net3.clock(), net3.network)
+    calls = {"door": 0, "replica": 0}
+
+    def counting(name: str, real: Any) -> Any:
+        def wrapper(*args: Any) -> Any:
+            calls[name] += 1
+            return real(*args)
+
+        return wrapper
+
+    monkeypatch.setattr(gossip_check, "verify_vote", counting("door", gossip_check.verify_vote))
+    monkeypatch.setattr(gossip_check, "verify_block", counting("door", gossip_check.verify_block))
+    monkeypatch.setattr(replica_module, "verify_vote", counting("replica", replica_module.verify_vote))
+    monkeypatch.setattr(replica_module, "verify_signature", counting("replica", replica_module.verify_signature))
+    gate = door(net3)
+    for _ in range(50):
+        for item in gate.admit(ledger_pb2.LedgerGossipBatch(items=[Gossip(block=orphan), Gossip(vote=vote)])):
+            n0.on_gossip(item)
+    assert calls == {"door": 2, "replica": 2}
+    with pytest.raises(errors.LedgerError):  # the same item padded is new bytes: checked, and refused
+        gate.admit(ledger_pb2.LedgerGossipBatch(items=[Gossip(vote=pad(vote, 10))]))

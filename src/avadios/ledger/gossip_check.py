@@ -12,9 +12,11 @@ another account, a gap) raises `BadPeerReply`, and the caller stops asking that 
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TypeVar
+
+import blake3
 
 from avadios.ledger.block import (
     HASH_BYTES,
@@ -35,6 +37,7 @@ MAX_GOSSIP_ITEMS = 256
 # The most a batch can weigh with every item at its largest; a bigger one carries bytes no rule reads.
 MAX_BATCH_BYTES = MAX_GOSSIP_ITEMS * (MAX_BLOCK_BYTES + 8)
 MAX_PAGE = 1000  # frontiers or blocks one catch-up page may hold (what GetFrontiers and GetChain serve at most)
+RECENTLY_PASSED = 16384  # items whose canonical bytes passed the signature checks lately (32 bytes each)
 
 Gossiped = ledger_pb2.LedgerGossip
 
@@ -80,19 +83,25 @@ def check_gossip_batch(batch: ledger_pb2.LedgerGossipBatch) -> list[Gossiped]:
     return items
 
 
-@dataclass(frozen=True, slots=True)
 class GossipDoor:
     """The checks that need the network: signatures (block hashes and votes sign for one network) and whether a
-    voter is a representative of the genesis."""
+    voter is a representative of the genesis. An item whose exact canonical bytes passed lately is not verified
+    again: peers repeat open elections every 2 s, and a replayed item then costs a hash, not a signature check."""
 
-    network: bytes
-    weight_of: Callable[[bytes], int]
-    representatives: int
+    def __init__(self, network: bytes, weight_of: Callable[[bytes], int], representatives: int) -> None:
+        self.network = network
+        self.weight_of = weight_of
+        self.representatives = representatives
+        self._passed: OrderedDict[bytes, None] = OrderedDict()
 
     def admit(self, batch: ledger_pb2.LedgerGossipBatch) -> list[Gossiped]:
         """The batch's items in canonical form, each signature checked; one bad item refuses the whole batch."""
         items = check_gossip_batch(batch)
+        fresh = []
         for index, item in enumerate(items):
+            key = blake3.blake3(item.SerializeToString()).digest()
+            if key in self._passed:
+                continue
             try:
                 if item.HasField("block"):
                     verify_block(item.block, self.network)
@@ -102,6 +111,11 @@ class GossipDoor:
                     verify_vote(item.vote, self.network)
             except LedgerError as exc:
                 raise type(exc)(f"gossip item {index}: {exc.message}") from None
+            fresh.append(key)
+        for key in fresh:  # only once the whole batch passed
+            self._passed[key] = None
+        while len(self._passed) > RECENTLY_PASSED:
+            self._passed.popitem(last=False)
         return items
 
     # ---- catch-up pages ------------------------------------------------------------------------------------
