@@ -97,7 +97,7 @@ def _replay(ledger: Ledger, block: Block, balance: int, where: str, report: Audi
         account = block.account
         if source.kind == SEND and source.destination == account:
             return balance + int(source.amount)
-        paid = [p.amount for p in source.payouts if p.account == account] if source.kind == SETTLE else []
+        paid = [p.amount for p in source.payouts if p.account == account and p.amount] if source.kind == SETTLE else []
         if not paid:
             report.problems.append(f"{where}: receives a payment that was not made to it")
             return balance

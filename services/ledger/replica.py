@@ -12,8 +12,13 @@ Voting (Nano's open representative voting, two-phase):
 - an election stuck without quorum (a fork split the votes) re-votes after a while: a representative moves its
   normal vote to the candidate with the most weight (ties: lowest hash), so the split converges.
 Two final quorums of one slot would need a representative to sign two final votes: an honest one never does.
-Quorum: weight > 2/3 of max(online weight, floor% of all weight), online = voted within the online window
-(ONLINE_WINDOW_MS by default). Any window is safe: the floor keeps every quorum over half of all weight.
+Quorum: weight > 2/3 of max(online weight, floor% of all weight), online = signed a vote whose own timestamp lies
+within the online window of our clock (ONLINE_WINDOW_MS by default; an old vote replayed proves nothing). Any window
+is safe: the floor keeps every quorum over half of all weight.
+
+Against hostile peers: a slot keeps at most MAX_CANDIDATES forks (the first and those with votes); blocks and votes
+that wait for a missing block are deduplicated and capped per missing block, in count and in bytes; catch-up
+applies a peer's chain a page at a time (`apply_confirmed`), never more than one page held.
 
 One vote signs up to MAX_VOTE_HASHES block hashes and counts for each of them on its own (a `Ballot`). Our own
 votes wait in an outbox until `flush` signs them: a replica under load signs one vote per batch of blocks, not
@@ -29,22 +34,29 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeAlias
 
+import blake3
 from nacl.signing import SigningKey
 
 from avadios.ledger.address import short
 from avadios.ledger.block import (
+    MAX_CLOCK_SKEW_MS,
     MAX_VOTE_HASHES,
     RECEIVE,
     Block,
     Vote,
+    block_hash,
+    check_shape,
     final_vote_weight,
     make_vote,
     proves_quorum,
     verify_block,
+    verify_signature,
     verify_vote,
 )
 from avadios.ledger.errors import (
+    BadSignature,
     BadVote,
+    ForkLimit,
     LedgerError,
     NothingPending,
     UnknownHold,
@@ -58,8 +70,21 @@ log = logging.getLogger("avadios.ledger")
 Gossiped: TypeAlias = ledger_pb2.LedgerGossip
 ONLINE_WINDOW_MS = 60_000
 REVOTE_AFTER_MS = 2_000
+# Blocks whose predecessor (or source) is not here yet, and votes for blocks not here yet, wait in bounded rooms:
+# deduplicated (by block hash; by representative and phase), a few per missing block, and capped in total count
+# and bytes. Past a cap the oldest missing block's waiters go: peers repeat open elections every 2 s.
 MAX_ORPHANS = 4096
+MAX_ORPHANS_PER_KEY = 16
+MAX_ORPHAN_BYTES = 8 << 20
 MAX_STRAY_VOTES = 16384
+MAX_STRAY_VOTE_BYTES = 8 << 20
+# Forks of one slot an election keeps: the first candidate and those with votes stay; a newcomer without votes is
+# refused once the slot is full (each candidate is checked and re-evaluated on every vote).
+MAX_CANDIDATES = 8
+RECENT_VOTES = 16384
+# A catch-up page stays well under the 1 MiB P2P envelope whatever the number of representatives (their votes
+# travel with each block).
+CHAIN_PAGE_BYTES = 512 << 10
 
 
 class Gossip(Protocol):
@@ -92,6 +117,71 @@ class Ballot:
 
 
 @dataclass(slots=True)
+class Parking:
+    """Items waiting for a missing block, bounded: at most `per_key` items under one missing hash, `max_items` and
+    `max_bytes` in all. An item already waiting under its key is not added again (keyed by `item_id`); past a
+    total cap, the keys that waited longest go first."""
+
+    max_items: int
+    max_bytes: int
+    per_key: int
+    _keys: OrderedDict[bytes, dict[bytes, tuple[object, int]]] = field(default_factory=OrderedDict)
+    _ids: dict[bytes, int] = field(default_factory=dict)  # item id -> under how many keys it waits
+    items: int = 0
+    size: int = 0  # bytes in all
+
+    def count(self, key: bytes) -> int:
+        return len(self._keys.get(key, ()))
+
+    def holds(self, item_id: bytes) -> bool:
+        return item_id in self._ids
+
+    def get(self, key: bytes, item_id: bytes) -> object | None:
+        entry = self._keys.get(key, {}).get(item_id)
+        return None if entry is None else entry[0]
+
+    def add(self, key: bytes, item_id: bytes, item: object, size: int) -> bool:
+        """Park `item` (replacing one with the same id); False when the key is full."""
+        waiting = self._keys.get(key)
+        if waiting is None:
+            waiting = self._keys[key] = {}
+        old = waiting.get(item_id)
+        if old is None and len(waiting) >= self.per_key:
+            return False
+        if old is not None:
+            self.items -= 1
+            self.size -= old[1]
+        else:
+            self._ids[item_id] = self._ids.get(item_id, 0) + 1
+        waiting[item_id] = (item, size)
+        self.items += 1
+        self.size += size
+        self._keys.move_to_end(key)
+        while (self.items > self.max_items or self.size > self.max_bytes) and len(self._keys) > 1:
+            self._drop(next(iter(self._keys)))
+        return True
+
+    def pop(self, key: bytes) -> list[object]:
+        waiting = self._keys.get(key)
+        if waiting is None:
+            return []
+        self._drop(key)
+        return [item for item, _ in waiting.values()]
+
+    def _drop(self, key: bytes) -> None:
+        waiting = self._keys.pop(key)
+        self.items -= len(waiting)
+        self.size -= sum(size for _, size in waiting.values())
+        for item_id in waiting:
+            left = self._ids.pop(item_id) - 1
+            if left:
+                self._ids[item_id] = left
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
+@dataclass(slots=True)
 class Election:
     account: bytes
     previous: bytes
@@ -112,6 +202,17 @@ class CatchUpReport:
     applied: int
     rejected: int
     reasons: tuple[str, ...]
+    more: bool = False  # stopped at a cap of the round: the next round continues
+
+
+@dataclass(frozen=True, slots=True)
+class PageOutcome:
+    """What applying one page of a peer's confirmed chain did: blocks applied, whether it stopped at a block that
+    needs another chain first (`waiting`), or the reason a block was refused (the peer served something false)."""
+
+    applied: int
+    waiting: bool = False
+    refused: str | None = None
 
 
 class Replica:
@@ -138,8 +239,11 @@ class Replica:
         self.elections: dict[tuple[bytes, bytes], Election] = {}
         self._by_hash: dict[bytes, Election] = {}
         self._last_seen: dict[bytes, int] = {}
-        self._orphans: OrderedDict[bytes, list[Block]] = OrderedDict()
-        self._stray_votes: OrderedDict[bytes, list[Vote]] = OrderedDict()
+        self._orphans = Parking(MAX_ORPHANS, MAX_ORPHAN_BYTES, MAX_ORPHANS_PER_KEY)
+        # per missing block: one final and the newest normal vote of each representative
+        self._stray_votes = Parking(MAX_STRAY_VOTES, MAX_STRAY_VOTE_BYTES, 2 * len(self._weights))
+        # votes verified lately: peers repeat open elections' votes every 2 s, and a replayed vote costs a hash
+        self._verified_votes: OrderedDict[bytes, None] = OrderedDict()
         self._listeners: list[Callable[[bytes, bool], None]] = []
         self.equivocations = 0
         # Own votes wait here until `flush` signs them. Without a scheduler every entry point flushes before it
@@ -169,9 +273,10 @@ class Replica:
     def _basis_x100(self) -> int:
         return max(self.online_weight() * 100, self._total_weight * self.genesis.online_floor_percent)
 
-    def has_quorum(self, weight: int) -> bool:
-        """weight > 2/3 of max(online weight, floor% of total), in exact integers."""
-        return 3 * weight * 100 > 2 * self._basis_x100()
+    def has_quorum(self, weight: int, basis_x100: int | None = None) -> bool:
+        """weight > 2/3 of max(online weight, floor% of total), in exact integers. `basis_x100`: the basis already
+        computed for this evaluation (it is the same for every candidate)."""
+        return 3 * weight * 100 > 2 * (self._basis_x100() if basis_x100 is None else basis_x100)
 
     def quorum_weight(self) -> int:
         """The smallest weight that confirms now."""
@@ -214,36 +319,58 @@ class Replica:
             self._settle()
 
     def on_block(self, block: Block) -> None:
-        digest = verify_block(block, self.network)
-        if digest in self._by_hash or self.ledger.knows(digest):
+        # The hash covers every field but the signature: a block we already hold (peers repeat open elections every
+        # 2 s) is recognised before its signature costs a verification.
+        check_shape(block)
+        digest = block_hash(block, self.network)
+        if digest in self._by_hash or self._orphans.holds(digest) or self.ledger.knows(digest):
             return
+        if not verify_signature(block.account, digest, block.signature):
+            raise BadSignature(f"block {digest.hex()[:16]} is not signed by its account's key")
         try:
             self._admit(block, digest)
         except (UnknownPredecessor, UnknownHold) as exc:
-            self._park(block, block.previous if isinstance(exc, UnknownPredecessor) else block.source)
+            self._park(block, digest, block.previous if isinstance(exc, UnknownPredecessor) else block.source)
         except NothingPending:
             if block.kind == RECEIVE and not self.ledger.has_block(block.source):
-                self._park(block, block.source)  # the payment is not confirmed here yet
+                self._park(block, digest, block.source)  # the payment is not confirmed here yet
             else:
                 raise
 
     def on_vote(self, vote: Vote) -> None:
         if not self._weights_of(vote.representative):
             raise BadVote(f"{short(vote.representative)} is not a representative of this network")
-        verify_vote(vote, self.network)  # once for the whole batch; every hash in it is then one ballot
-        self._last_seen[vote.representative] = max(self._last_seen.get(vote.representative, 0), self.clock())
+        key = blake3.blake3(vote.SerializeToString()).digest()  # the whole vote: signature and what it signs
+        if key not in self._verified_votes:
+            verify_vote(vote, self.network)  # once for the whole batch; every hash in it is then one ballot
+            self._verified_votes[key] = None
+            if len(self._verified_votes) > RECENT_VOTES:
+                self._verified_votes.popitem(last=False)
+        self._seen(vote)
         touched: dict[tuple[bytes, bytes], Election] = {}
         for digest in vote.block_hashes:
             election = self._by_hash.get(digest)
             if election is None:
                 if not self.ledger.knows(digest):  # not here yet: kept until the block arrives
-                    self._remember(self._stray_votes, digest, vote, MAX_STRAY_VOTES)
+                    self._park_vote(digest, vote)
                 continue
             self._record_vote(election, Ballot(digest, vote))
             touched[(election.account, election.previous)] = election
         for election in touched.values():
             if self._live(election):
                 self._evaluate(election)
+
+    def _seen(self, vote: Vote) -> None:
+        """A representative is online while its latest vote is recent by its own signed time: a vote signed outside
+        the online window of our clock (an old one replayed by anyone) proves nothing about now. Counting replayed
+        votes would raise the online weight, and with it the quorum, over what the live representatives hold."""
+        now = self.clock()
+        signed = vote.timestamp_ms
+        if not now - self.online_window_ms <= signed <= now + MAX_CLOCK_SKEW_MS:
+            return
+        signed = min(signed, now)
+        if signed > self._last_seen.get(vote.representative, 0):
+            self._last_seen[vote.representative] = signed
 
     def tick(self) -> None:
         """Called now and then: re-vote in elections a fork has stalled, and repeat our votes for peers
@@ -332,8 +459,7 @@ class Replica:
             for listener in self._listeners:
                 listener(checked.hash, True)
         for checked in committed:
-            for waiting in self._orphans.pop(checked.hash, []):
-                self.on_gossip(Gossiped(block=waiting))
+            self._unpark(checked.hash)
         return len(votes)
 
     def _sign_outbox(self) -> int:
@@ -377,6 +503,8 @@ class Replica:
             return
         if election is None:
             election = self.elections[slot] = Election(block.account, block.previous, self.clock())
+        elif len(election.candidates) >= MAX_CANDIDATES:
+            self._make_room(election, digest)
         election.candidates[digest] = block
         election.checked[digest] = (self.ledger.version, checked)
         self._by_hash[digest] = election
@@ -385,9 +513,27 @@ class Replica:
             # A representative whose own weight is a quorum (a node alone) goes straight to its final vote.
             own = self._weights_of(self.self_rep)
             self._vote(election, digest, final=self.has_quorum(own))
-        for vote in self._stray_votes.pop(digest, []):
+        for vote in self._stray_votes.pop(digest):
+            assert isinstance(vote, Vote)
             self._record_vote(election, Ballot(digest, vote))
         self._evaluate(election)
+
+    def _make_room(self, election: Election, digest: bytes) -> None:
+        """A full slot (a fork storm: any account can sign thousands of forks) takes a newcomer only when votes
+        already wait for it, in place of a candidate that has none and is not the first; otherwise it is refused."""
+        first = next(iter(election.candidates))
+        idle = [d for d in election.candidates if d != first and not self._support(election, d)]
+        if not idle or not self._stray_votes.count(digest):
+            raise ForkLimit(
+                f"account {short(election.account)} already has {len(election.candidates)} competing blocks on "
+                f"{election.previous.hex()[:16]}; this one is not taken"
+            )
+        loser = idle[-1]
+        del election.candidates[loser]
+        election.checked.pop(loser, None)
+        del self._by_hash[loser]
+        for listener in self._listeners:
+            listener(loser, False)
 
     def _vote(self, election: Election, digest: bytes, final: bool) -> None:
         """Decide our vote now (so no later call can decide differently); `flush` signs it."""
@@ -431,13 +577,14 @@ class Replica:
         return min(election.candidates, key=lambda d: (-self._support(election, d), d))
 
     def _evaluate(self, election: Election) -> None:
+        basis = self._basis_x100()  # once: the online weight is the same for every candidate
         if self.key is not None and election.own_final is None:
             for digest in sorted(election.candidates):
-                if self.has_quorum(self._support(election, digest)):
+                if self.has_quorum(self._support(election, digest), basis):
                     self._vote(election, digest, final=True)
                     break
         for digest in list(election.candidates):
-            if self.has_quorum(self._final_weight(election, digest)):
+            if self.has_quorum(self._final_weight(election, digest), basis):
                 self._confirm(election, digest)
                 return
 
@@ -458,18 +605,27 @@ class Replica:
                 log.info("fork resolved: dropped block %s", loser.hex()[:16], extra={"account": short(block.account)})
             for listener in self._listeners:
                 listener(loser, loser == digest)
-        for waiting in self._orphans.pop(digest, []):
+        self._unpark(digest)
+
+    def _park(self, block: Block, digest: bytes, missing: bytes) -> None:
+        self._orphans.add(missing, digest, block, block.ByteSize())
+
+    def _unpark(self, digest: bytes) -> None:
+        for waiting in self._orphans.pop(digest):
+            assert isinstance(waiting, Block)
             self.on_gossip(Gossiped(block=waiting))
 
-    def _park(self, block: Block, missing: bytes) -> None:
-        self._remember(self._orphans, missing, block, MAX_ORPHANS)
+    def _park_vote(self, digest: bytes, vote: Vote) -> None:
+        """Keep one final and the newest normal vote of each representative for a block not here yet."""
+        item_id = vote.representative + (b"F" if vote.final else b"N")
+        earlier = self._stray_votes.get(digest, item_id)
+        if isinstance(earlier, Vote) and (vote.final or earlier.timestamp_ms >= vote.timestamp_ms):
+            return
+        self._stray_votes.add(digest, item_id, vote, vote.ByteSize())
 
-    @staticmethod
-    def _remember(store: OrderedDict[bytes, list], key: bytes, item: object, limit: int) -> None:  # type: ignore[type-arg]
-        store.setdefault(key, []).append(item)
-        store.move_to_end(key)
-        while len(store) > limit:
-            store.popitem(last=False)
+    def parked(self) -> tuple[int, int, int, int]:
+        """(orphan blocks, their bytes, stray votes, their bytes): what waits for blocks not here yet."""
+        return self._orphans.items, self._orphans.size, self._stray_votes.items, self._stray_votes.size
 
     # ---- status ----------------------------------------------------------------------------------------
 
@@ -492,41 +648,72 @@ class Replica:
         weight = final_vote_weight(votes, digest, self.network, self._weights_of, verified)
         return proves_quorum(weight, self._total_weight, self.genesis.online_floor_percent)
 
-    def catch_up(self, peer: ChainSource, batch: int = 256) -> CatchUpReport:
-        """Fetch every chain the peer is ahead on; apply each block only after checking its signature, its
-        link to our head, every balance rule, and a quorum of final votes. A chain that fails stops there."""
+    def apply_confirmed(
+        self, items: Sequence[ledger_pb2.LedgerConfirmedBlock], verified: set[bytes] | None = None
+    ) -> PageOutcome:
+        """Apply a page of one account's confirmed chain (in height order, as a peer served it), each block only
+        after its owner's signature, its link to our head, every balance rule and a quorum of valid final votes
+        check out. Stops at the first block that needs another chain first (`waiting`) or that is refused.
+        `verified`: serialised votes already checked (one vote covers many blocks)."""
         self.flush()  # staged blocks first: catching up applies block by block
+        verified = set() if verified is None else verified
+        applied = 0
+        for item in items:
+            block = item.block
+            try:
+                digest = verify_block(block, self.network)
+                if block.height <= self.ledger.account(block.account).height:
+                    if self.ledger.hash_at(block.account, block.height) == digest:
+                        continue  # confirmed here meanwhile (gossip is faster than a page)
+                    raise BadVote(f"block {digest.hex()[:16]} conflicts with a block this ledger confirmed")
+                if not self._proves_quorum(item.votes, digest, verified):
+                    raise BadVote(f"block {digest.hex()[:16]} comes without a quorum of final votes")
+                checked = self.ledger.check(block, None, digest)
+            except (UnknownHold, NothingPending):
+                return PageOutcome(applied, waiting=True)  # pays out of a chain we have not caught up on yet
+            except LedgerError as exc:
+                return PageOutcome(applied, refused=exc.message)
+            votes = [v for v in item.votes if v.final and digest in v.block_hashes]
+            self._drop_election_for(checked)
+            self.ledger.apply(checked, votes)
+            applied += 1
+            self._unpark(digest)
+        self._settle()
+        return PageOutcome(applied)
+
+    def catch_up(
+        self, peer: ChainSource, batch: int = 256, max_accounts: int = 10_000, max_blocks: int = 100_000
+    ) -> CatchUpReport:
+        """Fetch every chain the peer is ahead on, page by page, applying each page before the next is asked for
+        (see `apply_confirmed`). A chain that fails stops there. At most `max_accounts` frontiers and `max_blocks`
+        blocks a call: a source that claims more is cut off (`more` says so)."""
         applied, rejected, reasons = 0, 0, []
         verified: set[bytes] = set()
-        behind = {f.account: f.height for f in peer.frontiers() if f.height > self.ledger.account(f.account).height}
+        behind: dict[bytes, int] = {}
+        for index, front in enumerate(peer.frontiers()):
+            if index >= max_accounts:
+                break
+            if front.height > self.ledger.account(front.account).height:
+                behind[front.account] = front.height
+        budget = max_blocks
         progress = True
-        while behind and progress:
+        while behind and progress and budget > 0:
             progress = False
             for account in list(behind):
                 height = self.ledger.account(account).height
-                blocks = peer.chain(account, height + 1, batch) if height < behind[account] else []
-                if not blocks:
+                if height >= behind[account] or budget <= 0:
                     del behind[account]
                     continue
-                for item in blocks:
-                    try:
-                        digest = verify_block(item.block, self.network)
-                        if not self._proves_quorum(item.votes, digest, verified):
-                            raise BadVote(f"block {digest.hex()[:16]} comes without a quorum of final votes")
-                        checked = self.ledger.check(item.block, None, digest)
-                    except (UnknownPredecessor, UnknownHold, NothingPending):
-                        break  # depends on another chain we have not caught up on yet: next pass
-                    except LedgerError as exc:
-                        rejected += 1
-                        reasons.append(f"{short(account)}: {exc.message}")
-                        del behind[account]
-                        break
-                    votes = [v for v in item.votes if v.final and digest in v.block_hashes]
-                    self._drop_election_for(checked)
-                    self.ledger.apply(checked, votes)
-                    applied += 1
-                    progress = True
-        return CatchUpReport(applied, rejected, tuple(reasons))
+                page = list(peer.chain(account, height + 1, min(batch, budget, behind[account] - height)))
+                budget -= len(page)
+                outcome = self.apply_confirmed(page, verified)
+                applied += outcome.applied
+                progress = progress or outcome.applied > 0
+                if outcome.refused is not None or not page:
+                    rejected += 1
+                    reasons.append(f"{short(account)}: {outcome.refused or 'the source has no blocks above ours'}")
+                    del behind[account]
+        return CatchUpReport(applied, rejected, tuple(reasons), more=bool(behind) and budget <= 0)
 
     def _drop_election_for(self, checked: Checked) -> None:
         election = self.elections.pop(checked.slot, None)
@@ -550,8 +737,17 @@ class LedgerChainSource:
             for account, record in self.ledger.frontiers(limit=1 << 30)
         ]
 
-    def chain(self, account: bytes, from_height: int, limit: int) -> list[ledger_pb2.LedgerConfirmedBlock]:
-        return [
-            ledger_pb2.LedgerConfirmedBlock(block=block, votes=self.ledger.votes(digest))
-            for digest, block in self.ledger.chain(account, from_height, limit)
-        ]
+    def chain(
+        self, account: bytes, from_height: int, limit: int, max_bytes: int = CHAIN_PAGE_BYTES
+    ) -> list[ledger_pb2.LedgerConfirmedBlock]:
+        """Up to `limit` confirmed blocks from `from_height`, each with its final votes; the page ends early rather
+        than grow past `max_bytes` (one block always goes: it is at most a few kB with its votes)."""
+        out: list[ledger_pb2.LedgerConfirmedBlock] = []
+        size = 0
+        for digest, block in self.ledger.chain(account, from_height, limit):
+            item = ledger_pb2.LedgerConfirmedBlock(block=block, votes=self.ledger.votes(digest))
+            size += item.ByteSize() + 4
+            if out and size > max_bytes:
+                break
+            out.append(item)
+        return out

@@ -11,10 +11,10 @@ from pathlib import Path
 from avadios import identity
 from avadios.errors import AvadiosError, InvalidArgument, NotFound
 from avadios.ledger.address import encode_address
-from avadios.ledger.block import HASH_BYTES, KEY_BYTES, verify_block, verify_vote
-from avadios.ledger.errors import BadVote, LedgerError, StalePredecessor
+from avadios.ledger.block import HASH_BYTES, HOLD, KEY_BYTES
+from avadios.ledger.errors import StalePredecessor
 from avadios.ledger.genesis import GENESIS_FILE, Genesis, load_genesis, save_genesis, solo_genesis
-from avadios.ledger.gossip_check import check_gossip_batch
+from avadios.ledger.gossip_check import GossipDoor
 from avadios.ledger.wallet import wallet_path
 from avadios.peering import PeerDoorClient
 from avadios.runtime import ServiceContext
@@ -28,6 +28,7 @@ log = logging.getLogger("avadios.ledger")
 TICK_S = 1.0
 CATCHUP_FIRST_S = 1.0  # after a start: retried this often until a peer answers (the gateway starts last)
 CATCHUP_EVERY_S = 5.0  # then: chains confirmed while gossip missed us (a partition, a dropped batch)
+CATCHUP_MORE_S = 0.2  # after a round that stopped at its caps (a node far behind)
 MAX_PAGE = 1000
 CONFIRMED = ledger_pb2.BLOCK_STATUS_CONFIRMED
 UNCONFIRMED = ledger_pb2.BLOCK_STATUS_UNCONFIRMED
@@ -80,6 +81,7 @@ class LedgerRoom(ledger_pb2_grpc.LedgerServicer):
             online_window_ms=int(ctx.config.ledger_online_window_s * 1000),
         )
         self.catchup = CatchUp(self.replica, peering)
+        self.door = GossipDoor(self.ledger.network, self.genesis.weight_of, len(self.genesis.representatives))
         self._catchup_task: asyncio.Task[None] | None = None
         self._flushed: asyncio.Future[None] | None = None
         self.source = LedgerChainSource(self.ledger)
@@ -112,9 +114,10 @@ class LedgerRoom(ledger_pb2_grpc.LedgerServicer):
             self._catchup_task = asyncio.create_task(self._catch_up_loop())
 
     async def _catch_up_loop(self) -> None:
-        caught_up_once = False
+        caught_up_once, more = False, False
         while True:
-            await asyncio.sleep(CATCHUP_EVERY_S if caught_up_once else CATCHUP_FIRST_S)
+            await asyncio.sleep(CATCHUP_MORE_S if more else CATCHUP_EVERY_S if caught_up_once else CATCHUP_FIRST_S)
+            more = False
             try:
                 report = await self.catchup.run_once()
             except AvadiosError as exc:
@@ -123,6 +126,7 @@ class LedgerRoom(ledger_pb2_grpc.LedgerServicer):
             except Exception:
                 log.exception("catch-up failed")
                 continue
+            more = report is not None and report.more  # a round stopped at its caps: go on soon
             if report is not None and not caught_up_once:
                 caught_up_once = True
                 log.info("caught up with a peer after start", extra={"applied": report.applied})
@@ -251,6 +255,36 @@ class LedgerRoom(ledger_pb2_grpc.LedgerServicer):
                 return ledger_pb2.LedgerBlockReply(block=candidate, status=UNCONFIRMED)
         raise NotFound(f"no block {request.hash.hex()[:16]} on this replica")
 
+    async def GetHold(
+        self, request: ledger_pb2.LedgerHoldRequest, context: ServerContext
+    ) -> ledger_pb2.LedgerHoldReply:
+        if len(request.hash) != HASH_BYTES:
+            raise InvalidArgument(f"a hold hash is {HASH_BYTES} bytes")
+        record = self.ledger.hold(request.hash)
+        block = self.ledger.block(request.hash)
+        if record is not None and block is not None:
+            reply = ledger_pb2.LedgerHoldReply(hash=request.hash, status=CONFIRMED, hold=record)
+            reply.made_at_ms = block.timestamp_ms
+            closed = self.ledger.block(record.closed_by) if record.closed_by else None
+            if closed is not None:
+                reply.closed_by.CopyFrom(closed)
+            return reply
+        for digest, candidate in self.replica.unconfirmed():
+            if digest == request.hash and candidate.kind == HOLD:
+                terms = ledger_pb2.LedgerHoldRecord(
+                    holder=candidate.account,
+                    amount=candidate.amount,
+                    expires_at_ms=candidate.expires_at_ms,
+                    price_cap=candidate.price_cap,
+                    payees=candidate.payees,
+                    request_id=candidate.request_id,
+                    state=ledger_pb2.LedgerHoldRecord.OPEN,
+                )
+                return ledger_pb2.LedgerHoldReply(
+                    hash=digest, status=UNCONFIRMED, hold=terms, made_at_ms=candidate.timestamp_ms
+                )
+        raise NotFound(f"no hold {request.hash.hex()[:16]} on this replica")
+
     async def GetStatus(
         self, request: ledger_pb2.LedgerStatusRequest, context: ServerContext
     ) -> ledger_pb2.LedgerStatusReply:
@@ -286,24 +320,14 @@ class LedgerRoom(ledger_pb2_grpc.LedgerServicer):
     async def GossipBatch(
         self, request: ledger_pb2.LedgerGossipBatch, context: ServerContext
     ) -> ledger_pb2.LedgerGossipAck:
-        """A peer's batch, relayed by our gateway: its shape and every signature are checked before any item is
-        used, and one bad item refuses the whole batch with its reason (an honest peer never sends one)."""
-        check_gossip_batch(request)
-        for index, item in enumerate(request.items):
-            try:
-                if item.HasField("block"):
-                    verify_block(item.block, self.ledger.network)
-                elif item.HasField("vote"):
-                    if not self.genesis.weight_of(item.vote.representative):
-                        raise BadVote("the vote's representative is not listed in this network's genesis")
-                    verify_vote(item.vote, self.ledger.network)
-                else:
-                    raise InvalidArgument("the item holds neither a block nor a vote")
-            except LedgerError as exc:
-                raise type(exc)(f"gossip item {index}: {exc.message}") from None
-        for item in request.items:
+        """A peer's batch, relayed by our gateway: the door (avadios.ledger.gossip_check) checks its shape, sizes,
+        fields and every signature before any item is used, and one bad item refuses the whole batch with its reason
+        (an honest peer never sends one). Only the canonical re-encoded items go on: nothing is stored or sent
+        again as a peer encoded it."""
+        items = self.door.admit(request)
+        for item in items:
             self.replica.on_gossip(item)
-        return ledger_pb2.LedgerGossipAck(accepted=len(request.items))
+        return ledger_pb2.LedgerGossipAck(accepted=len(items))
 
     async def GetFrontiers(
         self, request: ledger_pb2.LedgerFrontiersRequest, context: ServerContext

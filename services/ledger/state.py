@@ -20,6 +20,7 @@ from avadios.ledger.amount import MAX_AMOUNT
 from avadios.ledger.block import (
     HOLD,
     KIND_NAMES,
+    MAX_CLOCK_SKEW_MS,
     RECEIVE,
     REFUND,
     SEND,
@@ -36,7 +37,6 @@ from avadios.ledger.errors import (
     BadTimestamp,
     BalanceMismatch,
     HoldClosed,
-    HoldExpired,
     HoldNotExpired,
     InsufficientFunds,
     MalformedBlock,
@@ -46,6 +46,7 @@ from avadios.ledger.errors import (
     PayeeNotEligible,
     ReplayedBlock,
     SettleExceedsHold,
+    SettleIncomplete,
     StalePredecessor,
     UnknownHold,
     UnknownPredecessor,
@@ -61,7 +62,6 @@ HoldRecord: TypeAlias = ledger_pb2.LedgerHoldRecord
 # votes: block hash + representative -> the vote's signature; vote_bodies: signature -> the vote. One vote
 # covers many blocks (up to MAX_VOTE_HASHES), so its body is stored once, not once per block it confirms.
 COLUMN_FAMILIES = ("blocks", "chains", "accounts", "pending", "holds", "votes", "vote_bodies", "meta")
-MAX_CLOCK_SKEW_MS = 60_000  # a block may be stamped this far in our future (clocks differ); no more
 _HEIGHT = struct.Struct(">Q")
 GENESIS_KEY = b"genesis"
 CONFIRMED_KEY = b"confirmed"
@@ -429,7 +429,7 @@ class Ledger:
     def _pays(source: Block, account: bytes) -> bool:
         if source.kind == SEND:
             return source.destination == account
-        return source.kind == SETTLE and any(p.account == account for p in source.payouts)
+        return source.kind == SETTLE and any(p.account == account and p.amount for p in source.payouts)
 
     def _hold(self, checked: Checked, own: AccountRecord) -> None:
         block = checked.block
@@ -451,6 +451,10 @@ class Ledger:
         checked.hold_put.append((checked.hash, record))
 
     def _release(self, checked: Checked, own: AccountRecord) -> None:
+        """What a payee of a hold can count on (README, "Holds"): only the holder releases it, once; a settle
+        names every payee, paid up to the price cap or unpaid with a reason; and money leaves the hold without
+        paying anyone (a refund, or a settle that pays no one) only once the hold has expired by every clock the
+        network allows, i.e. stamped MAX_CLOCK_SKEW_MS or more past the expiry."""
         block = checked.block
         hold = self._hold_any(block.source)
         if hold is None:
@@ -460,16 +464,19 @@ class Ledger:
         if hold.state != HoldRecord.OPEN:
             state = HoldRecord.State.Name(hold.state).lower()
             raise HoldClosed(f"hold {block.source.hex()[:16]} is already {state}")
+        free_from = hold.expires_at_ms + MAX_CLOCK_SKEW_MS
         paid = 0
         if block.kind == SETTLE:
-            if block.timestamp_ms >= hold.expires_at_ms:
-                raise HoldExpired(
-                    f"hold {block.source.hex()[:16]} expired at {hold.expires_at_ms}; only a refund can release it"
-                )
             eligible = set(hold.payees)
             for payout in block.payouts:
                 if payout.account not in eligible:
                     raise PayeeNotEligible(f"{short(payout.account)} is not an eligible payee of this hold")
+            if [p.account for p in block.payouts] != list(hold.payees):
+                raise SettleIncomplete(
+                    f"a settle names all {len(hold.payees)} payees of hold {block.source.hex()[:16]} once, in the "
+                    f"hold's order, each paid or unpaid with a reason; this one names {len(block.payouts)}"
+                )
+            for payout in block.payouts:
                 if payout.amount > hold.price_cap:
                     raise OverPriceCap(
                         f"payout of {payout.amount} to {short(payout.account)} is over the hold's price cap "
@@ -478,15 +485,22 @@ class Ledger:
                 paid += payout.amount
             if paid > hold.amount:
                 raise SettleExceedsHold(f"the settle pays {paid} micro-AUTOM but the hold is only {hold.amount}")
-            for payout in block.payouts:
-                self._payee(checked, payout.account).pending += payout.amount
-                checked.pending_put.append(
-                    (payout.account + checked.hash, PendingRecord(sender=block.account, amount=payout.amount))
+            if not paid and block.timestamp_ms < free_from:
+                raise HoldNotExpired(
+                    f"a settle that pays no one releases hold {block.source.hex()[:16]} like a refund: it is stamped "
+                    f"{free_from} or later (expiry {hold.expires_at_ms} + {MAX_CLOCK_SKEW_MS} ms of clock skew), "
+                    f"not {block.timestamp_ms}"
                 )
-        elif block.timestamp_ms < hold.expires_at_ms:
+            for payout in block.payouts:
+                if payout.amount:
+                    self._payee(checked, payout.account).pending += payout.amount
+                    checked.pending_put.append(
+                        (payout.account + checked.hash, PendingRecord(sender=block.account, amount=payout.amount))
+                    )
+        elif block.timestamp_ms < free_from:
             raise HoldNotExpired(
-                f"hold {block.source.hex()[:16]} expires at {hold.expires_at_ms}; a refund stamped "
-                f"{block.timestamp_ms} is too early"
+                f"hold {block.source.hex()[:16]} expires at {hold.expires_at_ms}; a refund is stamped {free_from} or "
+                f"later (expiry + {MAX_CLOCK_SKEW_MS} ms of clock skew), not {block.timestamp_ms}"
             )
         own.held -= hold.amount
         own.balance += hold.amount - paid

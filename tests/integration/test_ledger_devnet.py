@@ -17,10 +17,12 @@ from avadios import devnet
 from avadios.errors import RpcError
 from avadios.ledger.amount import MICRO_PER_AUTOM
 from avadios.ledger.block import block_hash
-from avadios.ledger.client import ledger_stub
+from avadios.ledger.client import WalletClient, ledger_stub, why_not_serve
+from avadios.ledger.errors import HoldNotExpired
 from avadios.ledger.wallet import ChainTip, Wallet, load_wallet
 from avadios.transport import NatsChannel, connect
 from avadios.v1 import ledger_pb2
+from avadios.v1.ledger_pb2 import UNPAID_NOT_DELIVERED, UNPAID_REJECTED
 from tests.helpers import cli_json, eventually
 
 pytestmark = pytest.mark.slow
@@ -155,6 +157,59 @@ def test_a_double_spend_submitted_to_two_nodes_at_once_confirms_exactly_one(net)
     # the money that left exists once: one payee has it pending, the other nothing new
     pending = [account(nodes[0], to_a).pending, account(nodes[0], to_b).pending]
     assert sorted(pending) in ([0, 600 * AUTOM], [0, 700 * AUTOM])
+
+
+def test_a_hold_binds_and_its_settle_names_every_payee_on_every_replica(net) -> None:
+    """What paid inference builds on: the requester holds for two providers, a provider checks the hold on its own
+    node, the settle pays one and names the other with a reason, and every replica agrees."""
+    _, nodes = net
+    requester = wallet(nodes[0])
+    providers = [wallet(nodes[1]).account, wallet(nodes[2]).account]
+
+    async def flow() -> tuple[bytes, str | None, ledger_pb2.LedgerHoldReply, str | None]:
+        clients = [await connect(f"nats://127.0.0.1:{n.nats_port}", "test-hold") for n in nodes]
+        try:
+            payer = WalletClient(ledger_stub(NatsChannel(clients[0]), timeout=30.0), requester)
+            provider_view = WalletClient(ledger_stub(NatsChannel(clients[1]), timeout=30.0), wallet(nodes[1]))
+            held = await payer.hold(b"job-1", providers, price_cap=AUTOM // 2, ttl_ms=120_000)
+            assert held.confirmed
+            seen = await _eventually_async(lambda: provider_view.hold_info(held.hash))
+            ok = why_not_serve(seen, providers[0], quote=AUTOM // 4, work_ms=5_000)
+            with pytest.raises(HoldNotExpired):  # paying no one before the expiry: refused before signing
+                await payer.settle(held.block, {}, {p: UNPAID_NOT_DELIVERED for p in providers})
+            settled = await payer.settle(held.block, {providers[0]: AUTOM // 4}, {providers[1]: UNPAID_REJECTED})
+            assert settled.confirmed
+            after = await _eventually_async(lambda: _closed(provider_view, held.hash))
+            return held.hash, ok, after, why_not_serve(after, providers[0], AUTOM // 4, 5_000)
+        finally:
+            for nc in clients:
+                await nc.close()
+
+    digest, ok, after, now_closed = asyncio.run(flow())
+    assert ok is None and now_closed == "the hold is settled" and after.closed_by.source == digest
+    assert [(p.amount, p.reason) for p in after.closed_by.payouts] == [(AUTOM // 4, 0), (0, UNPAID_REJECTED)]
+    keys = [requester.account, *providers]
+    eventually(lambda: same_everywhere(nodes, keys), what="every replica has the hold and its settle")
+    assert {account(n, providers[0]).pending >= AUTOM // 4 for n in nodes} == {True}
+    assert {account(n, requester.account).held for n in nodes} == {0}
+
+
+async def _eventually_async(fetch: Any, timeout: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            found = await fetch()
+        except RpcError:
+            found = None
+        if found is not None or time.monotonic() > deadline:
+            assert found is not None, "not seen in time"
+            return found
+        await asyncio.sleep(0.1)
+
+
+async def _closed(client: WalletClient, digest: bytes) -> ledger_pb2.LedgerHoldReply | None:
+    reply = await client.hold_info(digest)
+    return reply if reply.hold.state == ledger_pb2.LedgerHoldRecord.SETTLED else None
 
 
 def test_a_node_killed_during_traffic_catches_up_after_restart(net) -> None:

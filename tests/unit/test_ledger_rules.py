@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -14,7 +14,20 @@ from hypothesis import strategies as st
 from avadios.ledger import errors
 from avadios.ledger.address import decode_address, encode_address
 from avadios.ledger.amount import MAX_AMOUNT, format_autom, parse_autom
-from avadios.ledger.block import HOLD, ZERO_HASH, block_hash, canonical_bytes, verify_block
+from avadios.ledger.block import (
+    HOLD,
+    MAX_CLOCK_SKEW_MS,
+    MAX_HOLD_MS,
+    MIN_HOLD_MS,
+    REFUND,
+    SETTLE,
+    ZERO_HASH,
+    Block,
+    block_hash,
+    canonical_bytes,
+    sign_block,
+    verify_block,
+)
 from avadios.ledger.genesis import Genesis, devnet_genesis, load_genesis, save_genesis
 from avadios.ledger.wallet import ChainTip, Wallet, create_wallet, load_wallet, new_mnemonic, seed_from_mnemonic
 from avadios.v1 import ledger_pb2
@@ -218,21 +231,43 @@ def test_malformed_blocks_are_refused_with_the_field_named(solo: Solo) -> None:
 # ---- holds -------------------------------------------------------------------------------------------------
 
 
-def hold(solo: Solo, amount: int = 100, cap: int = 60, ttl: int = 10_000) -> tuple[bytes, list[Wallet]]:
+def hold(
+    solo: Solo, amount: int = 100, cap: int = 60, ttl: int = 10_000, payees: int = 2
+) -> tuple[bytes, Block, list[Wallet]]:
     a = solo.wallets[0]
-    payees = [Wallet.generate(), Wallet.generate()]
+    who = [Wallet.generate() for _ in range(payees)]
     block = a.hold(
-        solo.tip(a), b"req-1", amount, solo.clock() + ttl, [p.account for p in payees], cap, solo.network, solo.clock()
+        solo.tip(a), b"req-1", amount, solo.clock() + ttl, [p.account for p in who], cap, solo.network, solo.clock()
     )
-    return solo.submit(block), payees
+    return solo.submit(block), block, who
+
+
+def raw_release(
+    solo: Solo, signer: Wallet, digest: bytes, held: int, entries: Sequence[tuple[bytes, int, int]], stamp: int
+) -> Block:
+    """A settle (entries given) or refund (none) signed by hand, so the ledger's rules are what refuses it."""
+    tip = solo.tip(signer)
+    block = Block(
+        kind=SETTLE if entries else REFUND,
+        account=signer.account,
+        previous=tip.head,
+        height=tip.height + 1,
+        timestamp_ms=stamp,
+        source=digest,
+    )
+    for account, amount, reason in entries:
+        block.payouts.add(account=account, amount=amount, reason=reason)  # type: ignore[arg-type]
+    block.balance = tip.balance + held - sum(amount for _, amount, _ in entries)
+    sign_block(block, signer.signing_key, solo.network)
+    return block
 
 
 def test_hold_locks_and_settle_pays_payees_and_refunds_the_rest(solo: Solo) -> None:
     a = solo.wallets[0]
-    digest, (p1, p2) = hold(solo)
+    digest, block, (p1, p2) = hold(solo)
     record = solo.ledger.account(a.account)
     assert (record.balance, record.held) == (FUNDS - 100, 100)
-    solo.submit(a.settle(solo.tip(a), digest, 100, [(p1.account, 60), (p2.account, 15)], solo.network, solo.clock()))
+    solo.submit(a.settle(solo.tip(a), block, {p1.account: 60, p2.account: 15}, {}, solo.network, solo.clock()))
     record = solo.ledger.account(a.account)
     assert (record.balance, record.held) == (FUNDS - 75, 0)
     assert solo.ledger.account(p1.account).pending == 60
@@ -241,49 +276,168 @@ def test_hold_locks_and_settle_pays_payees_and_refunds_the_rest(solo: Solo) -> N
     settle_hash = solo.ledger.account(a.account).head
     solo.submit(p1.receive(solo.tip(p1), settle_hash, 60, solo.network, solo.clock()))
     assert solo.ledger.account(p1.account).balance == 60
+    assert hold_state(solo, digest) == ledger_pb2.LedgerHoldRecord.SETTLED
 
 
 @pytest.mark.parametrize(
-    ("payouts", "error"),
+    ("entries", "error"),
     [
         ("over_cap", errors.OverPriceCap),
         ("stranger", errors.PayeeNotEligible),
         ("too_much", errors.SettleExceedsHold),
+        ("one_left_out", errors.SettleIncomplete),
+        ("out_of_order", errors.SettleIncomplete),
+        ("unpaid_without_reason", errors.MalformedBlock),
+        ("paid_with_a_reason", errors.MalformedBlock),
+        ("unknown_reason", errors.MalformedBlock),
     ],
 )
-def test_bad_settles_are_refused_and_change_nothing(solo: Solo, payouts: str, error: type[Exception]) -> None:
+def test_bad_settles_are_refused_and_change_nothing(solo: Solo, entries: str, error: type[Exception]) -> None:
     a = solo.wallets[0]
-    digest, (p1, p2) = hold(solo, amount=100, cap=60)
+    digest, _, (p1, p2) = hold(solo, amount=100, cap=60)
+    gone = ledger_pb2.UNPAID_NOT_DELIVERED
     plan = {
-        "over_cap": [(p1.account, 61)],
-        "stranger": [(Wallet.generate().account, 10)],
-        "too_much": [(p1.account, 60), (p2.account, 50)],
-    }[payouts]
+        "over_cap": [(p1.account, 61, 0), (p2.account, 0, gone)],
+        "stranger": [(p1.account, 10, 0), (p2.account, 10, 0), (Wallet.generate().account, 10, 0)],
+        "too_much": [(p1.account, 60, 0), (p2.account, 50, 0)],
+        "one_left_out": [(p1.account, 10, 0)],
+        "out_of_order": [(p2.account, 10, 0), (p1.account, 10, 0)],
+        "unpaid_without_reason": [(p1.account, 10, 0), (p2.account, 0, 0)],
+        "paid_with_a_reason": [(p1.account, 10, gone), (p2.account, 10, 0)],
+        "unknown_reason": [(p1.account, 10, 0), (p2.account, 0, 99)],
+    }[entries]
     before = snapshot(solo)
     with pytest.raises(error):
-        solo.replica.submit(a.settle(solo.tip(a), digest, 100, plan, solo.network, solo.clock()))
+        solo.replica.submit(raw_release(solo, a, digest, 100, plan, solo.clock()))
     assert snapshot(solo) == before
 
 
 def test_only_the_holder_can_settle(solo: Solo) -> None:
     b = solo.wallets[1]
-    digest, (p1, _) = hold(solo)
+    digest, _, (p1, p2) = hold(solo)
     with pytest.raises(errors.NotHolder):
-        solo.replica.submit(b.settle(solo.tip(b), digest, 100, [(p1.account, 10)], solo.network, solo.clock()))
+        solo.replica.submit(raw_release(solo, b, digest, 100, [(p1.account, 10, 0), (p2.account, 10, 0)], 1))
 
 
-def test_refund_only_after_expiry_and_settle_only_before(solo: Solo) -> None:
+def test_a_hold_binds_its_holder_until_it_expires(solo: Solo) -> None:
+    # Before: a 1-hour hold could be settled paying no one 1 ms after it was made, so it promised its payees
+    # nothing. Now money leaves a hold without paying anyone only after the expiry (plus the clock skew).
     a = solo.wallets[0]
-    digest, (p1, _) = hold(solo, ttl=10_000)
+    digest, block, (p1, p2) = hold(solo, ttl=3_600_000)
+    no_one = [(p1.account, 0, ledger_pb2.UNPAID_REJECTED), (p2.account, 0, ledger_pb2.UNPAID_NOT_DELIVERED)]
+    before = snapshot(solo)
+    for release in (
+        raw_release(solo, a, digest, 100, no_one, solo.clock.advance(1)),  # a settle that pays no one
+        raw_release(solo, a, digest, 100, [], solo.clock()),  # a refund
+    ):
+        with pytest.raises(errors.HoldNotExpired):
+            solo.replica.submit(release)
+    assert snapshot(solo) == before
+    with pytest.raises(errors.HoldNotExpired):  # the wallet says so before signing
+        a.settle(solo.tip(a), block, {}, {p1.account: 2, p2.account: 1}, solo.network, solo.clock())
+    # paying one payee releases it at once; the other is named with its reason, for everyone to see
+    settle = a.settle(
+        solo.tip(a), block, {p1.account: 40}, {p2.account: ledger_pb2.UNPAID_REJECTED}, solo.network, solo.clock()
+    )
+    solo.submit(settle)
+    assert solo.ledger.account(a.account).balance == FUNDS - 40
+    assert [(p.amount, p.reason) for p in settle.payouts] == [
+        (40, 0),
+        (0, ledger_pb2.UNPAID_REJECTED),
+    ]
+    with pytest.raises(errors.NothingPending):  # an unpaid entry leaves nothing to receive
+        solo.replica.submit(p2.receive(solo.tip(p2), settle_hash(solo, a), 0, solo.network, solo.clock()))
+
+
+def settle_hash(solo: Solo, wallet: Wallet) -> bytes:
+    return solo.ledger.account(wallet.account).head
+
+
+def hold_state(solo: Solo, digest: bytes) -> int:
+    record = solo.ledger.hold(digest)
+    assert record is not None
+    return record.state
+
+
+def test_a_settle_that_pays_no_one_waits_for_expiry_and_records_why(solo: Solo) -> None:
+    a = solo.wallets[0]
+    digest, block, (p1, p2) = hold(solo, ttl=10_000)
+    solo.clock.advance(10_000 + MAX_CLOCK_SKEW_MS)
+    reasons = {p1.account: ledger_pb2.UNPAID_OUTVOTED, p2.account: ledger_pb2.UNPAID_DECLINED}
+    solo.submit(a.settle(solo.tip(a), block, {}, reasons, solo.network, solo.clock()))
+    assert solo.ledger.account(a.account).balance == FUNDS
+    assert hold_state(solo, digest) == ledger_pb2.LedgerHoldRecord.SETTLED
+
+
+def test_a_refund_is_never_accepted_before_expiry_by_a_clock_within_the_skew(solo: Solo) -> None:
+    # Before: a refund stamped at the expiry was accepted up to 60 s early, by a replica whose clock was 60 s
+    # behind the holder's. Now it is stamped at least the allowed skew past the expiry.
+    a = solo.wallets[0]
+    digest, block, (p1, _) = hold(solo, ttl=10_000)
+    expiry = block.expires_at_ms
+    solo.clock.now = expiry - 1  # our clock: 1 ms before the expiry
+    for stamp, error in (
+        (expiry, errors.HoldNotExpired),  # accepted before this change
+        (expiry + MAX_CLOCK_SKEW_MS - 1, errors.HoldNotExpired),
+        (expiry + MAX_CLOCK_SKEW_MS, errors.BadTimestamp),  # more than the skew in our future
+    ):
+        with pytest.raises(error):
+            solo.replica.submit(raw_release(solo, a, digest, 100, [], stamp))
     with pytest.raises(errors.HoldNotExpired):
-        solo.replica.submit(a.refund(solo.tip(a), digest, 100, solo.network, solo.clock()))
-    solo.clock.advance(10_000)
-    with pytest.raises(errors.HoldExpired):
-        solo.replica.submit(a.settle(solo.tip(a), digest, 100, [(p1.account, 5)], solo.network, solo.clock()))
-    solo.submit(a.refund(solo.tip(a), digest, 100, solo.network, solo.clock()))
+        a.refund(solo.tip(a), block, solo.network, expiry)
+    solo.clock.now = expiry  # from the expiry on, by our clock, the earliest valid refund is accepted
+    solo.submit(a.refund(solo.tip(a), block, solo.network, expiry + MAX_CLOCK_SKEW_MS))
     assert solo.ledger.account(a.account).balance == FUNDS
     with pytest.raises(errors.HoldClosed):
-        solo.replica.submit(a.refund(solo.tip(a), digest, 100, solo.network, solo.clock()))
+        solo.replica.submit(raw_release(solo, a, digest, 100, [(p1.account, 5, 0)], expiry + MAX_CLOCK_SKEW_MS))
+
+
+@pytest.mark.parametrize(
+    ("ttl", "holder_is_payee", "match"),
+    [
+        (MIN_HOLD_MS - 1, False, "must expire"),
+        (MAX_HOLD_MS + 1, False, "must expire"),
+        (MIN_HOLD_MS, True, "holder cannot be a payee"),
+    ],
+)
+def test_holds_that_promise_nothing_are_refused(solo: Solo, ttl: int, holder_is_payee: bool, match: str) -> None:
+    a = solo.wallets[0]
+    payees = [Wallet.generate().account] + ([a.account] if holder_is_payee else [])
+    with pytest.raises(errors.MalformedBlock, match=match):
+        a.hold(solo.tip(a), b"r", 10, solo.clock() + ttl, payees, 5, solo.network, solo.clock())
+    block = Block(
+        kind=HOLD,
+        account=a.account,
+        previous=ZERO_HASH,
+        height=1,
+        balance=FUNDS - 10,
+        timestamp_ms=solo.clock(),
+        amount=10,
+        request_id=b"r",
+        expires_at_ms=solo.clock() + ttl,
+        payees=payees,
+        price_cap=5,
+    )
+    sign_block(block, a.signing_key, solo.network)
+    with pytest.raises(errors.MalformedBlock, match=match):
+        solo.replica.submit(block)
+
+
+def test_the_wallet_names_every_payee_or_refuses(solo: Solo) -> None:
+    a = solo.wallets[0]
+    _, block, (p1, p2) = hold(solo, cap=60)
+    cases: list[tuple[dict[bytes, int], dict[bytes, int], type[Exception]]] = [
+        ({p1.account: 10}, {}, errors.SettleIncomplete),
+        ({p1.account: 10, p2.account: 10}, {p2.account: 1}, errors.SettleIncomplete),
+        ({p1.account: 61, p2.account: 1}, {}, errors.OverPriceCap),
+        ({p1.account: 10, Wallet.generate().account: 1}, {p2.account: 1}, errors.PayeeNotEligible),
+        ({p1.account: 10}, {p2.account: 0}, errors.MalformedBlock),
+    ]
+    for paid, unpaid, error in cases:
+        with pytest.raises(error):
+            a.settle(solo.tip(a), block, paid, unpaid, solo.network, solo.clock())
+    settle = a.settle(solo.tip(a), block, {p2.account: 7}, {p1.account: 2}, solo.network, solo.clock())
+    assert [p.account for p in settle.payouts] == [p1.account, p2.account], "in the hold's order"
 
 
 def test_state_survives_a_restart(solo: Solo) -> None:

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Iterable, Sequence
-from typing import TypeAlias
+from typing import TypeAlias, TypeVar
 
 import blake3
 import nacl.bindings
 import nacl.exceptions
+from google.protobuf.message import Message
 from nacl.signing import SigningKey
 
 from avadios.ledger.amount import MAX_AMOUNT
-from avadios.ledger.errors import BadSignature, BadVote, MalformedBlock
+from avadios.ledger.errors import BadSignature, BadVote, MalformedBlock, NonCanonical
 from avadios.v1 import ledger_pb2
 
 Block: TypeAlias = ledger_pb2.LedgerBlock
@@ -32,6 +33,20 @@ SIGNATURE_BYTES = 64
 ZERO_HASH = bytes(HASH_BYTES)
 MAX_REQUEST_ID = 64
 MAX_PAYEES = 32
+# A block may be stamped this far in a replica's future (clocks differ), and no more. Every rule that turns on
+# time allows for it: a release that needs a hold to have expired is stamped at least this far past the expiry,
+# so no replica accepts it before the expiry by its own clock.
+MAX_CLOCK_SKEW_MS = 60_000
+# A hold binds its holder for at least this long (a shorter promise is worth nothing to a payee) and at most this
+# long (a hold is not a savings account: held money always comes back within a week).
+MIN_HOLD_MS = 10_000
+MAX_HOLD_MS = 7 * 24 * 3600 * 1000
+# The largest valid block (a settle of 32 payees) encodes in about 1.7 kB and the largest vote (32 hashes) in
+# about 1.2 kB: anything larger carries bytes no rule reads.
+MAX_BLOCK_BYTES = 2048
+MAX_VOTE_BYTES = 1536
+UnpaidReason = ledger_pb2.LedgerUnpaidReason
+UNPAID_REASONS = frozenset(v for v in ledger_pb2.LedgerUnpaidReason.values() if v)
 # The hash covers a domain tag and the network (genesis hash): a block signed for one network is
 # meaningless on another, and a vote signature can never pass as a block signature.
 BLOCK_DOMAIN = b"avadios-ledger-block-v1\x00"
@@ -62,7 +77,7 @@ def canonical_bytes(block: Block, network: bytes) -> bytes:
         *(_var(p) for p in block.payees),
         _U64.pack(block.price_cap),
         _U16.pack(len(block.payouts)),
-        *(_var(p.account) + _U64.pack(p.amount) for p in block.payouts),
+        *(_var(p.account) + _U64.pack(p.amount) + _U16.pack(p.reason) for p in block.payouts),
     ]
     return b"".join(parts)
 
@@ -88,8 +103,35 @@ def verify_signature(public_key: bytes, message: bytes, signature: bytes) -> boo
     return True
 
 
+_M = TypeVar("_M", bound=Message)
+
+
+def canonical(message: _M, limit: int, what: str) -> _M:
+    """`message` as we store and send it: refused when it carries protobuf unknown fields (at any depth) or is
+    larger than `limit` bytes, else a copy that is re-encoded from its fields alone. Neither the block hash nor
+    the vote signature covers unknown fields, so anyone could add them to anyone's block or vote."""
+    size = message.ByteSize()
+    if size > limit:
+        raise NonCanonical(f"{what} of {size} bytes is over the limit of {limit}")
+    clean = type(message)()
+    clean.CopyFrom(message)
+    clean.DiscardUnknownFields()
+    if clean.ByteSize() != size:
+        raise NonCanonical(f"{what} carries {size - clean.ByteSize()} bytes of fields no rule reads")
+    return clean
+
+
+def canonical_block(block: Block) -> Block:
+    return canonical(block, MAX_BLOCK_BYTES, "a block")
+
+
+def canonical_vote(vote: Vote) -> Vote:
+    return canonical(vote, MAX_VOTE_BYTES, "a vote")
+
+
 def verify_block(block: Block, network: bytes) -> bytes:
-    """Check the shape and the owner's signature; returns the block hash."""
+    """Check the shape and the owner's signature; returns the block hash. A block with unknown fields is refused:
+    its hash would not cover them."""
     check_shape(block)
     digest = block_hash(block, network)
     if not verify_signature(block.account, digest, block.signature):
@@ -123,8 +165,9 @@ _UNUSED = {kind: tuple(f for f in _ALL_OPTIONAL if f not in uses) for kind, uses
 
 
 def check_shape(block: Block) -> None:
-    """Everything that can be checked without the ledger's state: sizes, ranges, which fields a kind uses.
-    Fields a kind does not use must be empty, so one payment has exactly one valid encoding."""
+    """Everything that can be checked without the ledger's state: sizes, ranges, which fields a kind uses, no
+    unknown fields. Fields a kind does not use must be empty, so one payment has exactly one valid encoding."""
+    canonical(block, MAX_BLOCK_BYTES, "a block")
     _need(block.kind in KIND_NAMES, f"unknown block kind {block.kind}")
     _need(len(block.account) == KEY_BYTES, f"account must be {KEY_BYTES} bytes, got {len(block.account)}")
     _need(len(block.previous) == HASH_BYTES, f"previous must be {HASH_BYTES} bytes, got {len(block.previous)}")
@@ -143,16 +186,26 @@ def check_shape(block: Block) -> None:
         _need(len(block.source) == HASH_BYTES, f"source must be a {HASH_BYTES}-byte block hash")
     if block.kind == HOLD:
         _need(0 < len(block.request_id) <= MAX_REQUEST_ID, f"request_id must be 1 to {MAX_REQUEST_ID} bytes")
-        _need(block.expires_at_ms > block.timestamp_ms, "a hold must expire after it is made")
+        life = block.expires_at_ms - block.timestamp_ms
+        _need(
+            MIN_HOLD_MS <= life <= MAX_HOLD_MS,
+            f"a hold must expire {MIN_HOLD_MS} ms to {MAX_HOLD_MS} ms after it is made, not {life} ms",
+        )
         _need(0 < len(block.payees) <= MAX_PAYEES, f"a hold names 1 to {MAX_PAYEES} eligible payees")
         _need(all(len(p) == KEY_BYTES for p in block.payees), "every payee must be a 32-byte account key")
         _need(len(set(block.payees)) == len(block.payees), "a payee is listed twice")
+        _need(block.account not in block.payees, "the holder cannot be a payee of its own hold")
         _need(0 < block.price_cap <= block.amount, "price_cap must be between 1 and the held amount")
     if block.kind == SETTLE:
-        _need(len(block.payouts) <= MAX_PAYEES, f"a settle pays at most {MAX_PAYEES} payees")
-        _need(all(len(p.account) == KEY_BYTES for p in block.payouts), "every payout needs a 32-byte account key")
-        _need(all(0 < p.amount <= MAX_AMOUNT for p in block.payouts), "every payout must be a positive amount")
-        _need(len({p.account for p in block.payouts}) == len(block.payouts), "a payee is paid twice in one settle")
+        _need(0 < len(block.payouts) <= MAX_PAYEES, f"a settle names 1 to {MAX_PAYEES} payees")
+        for p in block.payouts:
+            _need(len(p.account) == KEY_BYTES, "every payout needs a 32-byte account key")
+            if p.amount:
+                _need(p.amount <= MAX_AMOUNT, f"a payout must be at most {MAX_AMOUNT} micro-AUTOM")
+                _need(p.reason == 0, "a paid entry carries no unpaid reason")
+            else:
+                _need(p.reason in UNPAID_REASONS, "an unpaid entry (amount 0) needs a known reason")
+        _need(len({p.account for p in block.payouts}) == len(block.payouts), "a payee is named twice in one settle")
 
 
 # ---- votes -------------------------------------------------------------------------------------------------
@@ -182,6 +235,10 @@ def make_vote(key: SigningKey, hashes: Sequence[bytes], final: bool, timestamp_m
 
 
 def verify_vote(vote: Vote, network: bytes) -> None:
+    try:
+        canonical(vote, MAX_VOTE_BYTES, "a vote")
+    except NonCanonical as exc:
+        raise BadVote(exc.message) from None
     hashes = vote.block_hashes
     if len(vote.representative) != KEY_BYTES:
         raise BadVote("a vote names a 32-byte representative key")

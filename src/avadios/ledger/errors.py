@@ -51,6 +51,26 @@ class BadVote(LedgerError):
     reason = "bad_vote"
 
 
+class NonCanonical(LedgerError):
+    """A block, vote or page that carries bytes no field of ours reads (protobuf unknown fields), or is larger
+    than the largest valid one: anyone could have added them, and they would be stored and sent on."""
+
+    reason = "non_canonical"
+
+
+class BadGossip(LedgerError):
+    """A gossip batch of the wrong shape: no items, too many, or an item that is neither a block nor a vote."""
+
+    reason = "bad_gossip"
+
+
+class BadPeerReply(LedgerError):
+    """A catch-up page that breaks the protocol (more than asked, out of order, another account, a chain that
+    ends below the height its frontier claimed): the peer is lying or broken, and is not asked again soon."""
+
+    reason = "bad_peer_reply"
+
+
 # ---- the input is well formed but the ledger's state refuses it (FAILED_PRECONDITION) ----------------------
 
 
@@ -75,6 +95,12 @@ class StalePredecessor(LedgerConflict):
     reason = "stale_predecessor"
 
 
+class ForkLimit(LedgerConflict):
+    """A slot (one account's predecessor) already has as many competing blocks as an election keeps."""
+
+    reason = "fork_limit"
+
+
 class ReplayedBlock(LedgerConflict):
     reason = "replayed_block"
 
@@ -95,11 +121,9 @@ class HoldClosed(LedgerConflict):
     reason = "hold_closed"
 
 
-class HoldExpired(LedgerConflict):
-    reason = "hold_expired"
-
-
 class HoldNotExpired(LedgerConflict):
+    """Money would leave a hold without paying anyone before the hold has expired by every allowed clock."""
+
     reason = "hold_not_expired"
 
 
@@ -117,6 +141,12 @@ class OverPriceCap(LedgerConflict):
 
 class SettleExceedsHold(LedgerConflict):
     reason = "settle_exceeds_hold"
+
+
+class SettleIncomplete(LedgerConflict):
+    """A settle must name every payee of its hold, in the hold's order: paid, or unpaid with a reason."""
+
+    reason = "settle_incomplete"
 
 
 class NotConfirmed(LedgerConflict):

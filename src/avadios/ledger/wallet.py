@@ -4,7 +4,7 @@ anywhere), and the blocks it signs."""
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,8 +16,30 @@ from nacl.signing import SigningKey
 from avadios.identity import check_secret_permissions, write_secret_file
 from avadios.ledger.address import encode_address
 from avadios.ledger.amount import check_amount
-from avadios.ledger.block import HOLD, RECEIVE, REFUND, SEND, SETTLE, ZERO_HASH, Block, sign_block
-from avadios.ledger.errors import InsufficientFunds, LedgerError
+from avadios.ledger.block import (
+    HOLD,
+    MAX_CLOCK_SKEW_MS,
+    RECEIVE,
+    REFUND,
+    SEND,
+    SETTLE,
+    UNPAID_REASONS,
+    ZERO_HASH,
+    Block,
+    block_hash,
+    check_shape,
+    sign_block,
+)
+from avadios.ledger.errors import (
+    HoldNotExpired,
+    InsufficientFunds,
+    LedgerError,
+    MalformedBlock,
+    OverPriceCap,
+    PayeeNotEligible,
+    SettleExceedsHold,
+    SettleIncomplete,
+)
 from avadios.v1 import ledger_pb2
 
 WALLET_FILE = "wallet.seed"
@@ -99,6 +121,7 @@ class Wallet:
 
     def _sign(self, block: Block, network: bytes) -> Block:
         sign_block(block, self.signing_key, network)
+        check_shape(block)  # the replica would refuse it for the same reason: say so before it leaves
         return block
 
     def send(self, tip: ChainTip, destination: bytes, amount: int, network: bytes, now_ms: int | None = None) -> Block:
@@ -125,6 +148,9 @@ class Wallet:
         network: bytes,
         now_ms: int | None = None,
     ) -> Block:
+        """Lock `amount` for `request_id`: each of `payees` (1 to 32, not this account) may be paid up to
+        `price_cap` by a later settle; until `expires_at_ms` (10 s to 7 days after now) the money leaves the hold
+        only by paying one of them. A refund is possible from `expires_at_ms` + MAX_CLOCK_SKEW_MS."""
         amount = check_amount(amount)
         if amount > tip.balance:
             raise InsufficientFunds(f"cannot hold {amount} micro-AUTOM: the spendable balance is {tip.balance}")
@@ -137,22 +163,61 @@ class Wallet:
     def settle(
         self,
         tip: ChainTip,
-        hold: bytes,
-        held: int,
-        payouts: Sequence[tuple[bytes, int]],
+        hold: Block,
+        paid: Mapping[bytes, int],
+        unpaid: Mapping[bytes, int],
         network: bytes,
         now_ms: int | None = None,
     ) -> Block:
-        """Release hold `hold` of `held` micro-AUTOM: pay `payouts`, take back the rest."""
-        paid = sum(amount for _, amount in payouts)
-        block = self._next(tip, SETTLE, tip.balance + max(0, held - paid), now_ms)
-        block.source = hold
-        block.payouts.extend(ledger_pb2.LedgerPayout(account=a, amount=m) for a, m in payouts)
+        """Close `hold` (the HOLD block this wallet made): pay each payee in `paid` its amount (1 to the hold's
+        price cap), leave each one in `unpaid` unpaid with its reason (a LedgerUnpaidReason), take back the rest.
+        Every payee of the hold must be in exactly one of the two. A settle that pays no one is a refund with
+        reasons: it cannot be made before the hold's expiry + MAX_CLOCK_SKEW_MS."""
+        if hold.kind != HOLD or hold.account != self.account:
+            raise MalformedBlock("settle a HOLD block this wallet made")
+        eligible = set(hold.payees)
+        strangers = (set(paid) | set(unpaid)) - eligible
+        if strangers:
+            raise PayeeNotEligible(f"{len(strangers)} account(s) named that the hold does not list as payees")
+        both, missing = set(paid) & set(unpaid), eligible - set(paid) - set(unpaid)
+        if both or missing:
+            raise SettleIncomplete(
+                f"every payee must be either paid or unpaid with a reason: {len(missing)} missing, {len(both)} both"
+            )
+        for amount in paid.values():
+            check_amount(amount)
+            if amount > hold.price_cap:
+                raise OverPriceCap(f"a payout of {amount} is over the hold's price cap of {hold.price_cap}")
+        if any(reason not in UNPAID_REASONS for reason in unpaid.values()):
+            raise MalformedBlock(f"an unpaid payee needs one of the reasons {sorted(UNPAID_REASONS)}")
+        total = sum(paid.values())
+        if total > hold.amount:
+            raise SettleExceedsHold(f"the settle pays {total} micro-AUTOM but the hold is only {hold.amount}")
+        block = self._next(tip, SETTLE, tip.balance + hold.amount - total, now_ms)
+        if not total and block.timestamp_ms < hold.expires_at_ms + MAX_CLOCK_SKEW_MS:
+            raise HoldNotExpired(
+                f"a settle that pays no one waits until the hold's expiry + {MAX_CLOCK_SKEW_MS} ms "
+                f"({hold.expires_at_ms + MAX_CLOCK_SKEW_MS})"
+            )
+        block.source = block_hash(hold, network)
+        block.payouts.extend(
+            ledger_pb2.LedgerPayout(account=a, amount=paid.get(a, 0), reason=unpaid.get(a, 0))  # type: ignore[arg-type]
+            for a in hold.payees
+        )
         return self._sign(block, network)
 
-    def refund(self, tip: ChainTip, hold: bytes, held: int, network: bytes, now_ms: int | None = None) -> Block:
-        block = self._next(tip, REFUND, tip.balance + held, now_ms)
-        block.source = hold
+    def refund(self, tip: ChainTip, hold: Block, network: bytes, now_ms: int | None = None) -> Block:
+        """Take back all of `hold` (the HOLD block this wallet made), paying no one: from its expiry +
+        MAX_CLOCK_SKEW_MS on, so that no replica's clock, ahead by up to that much, sees it before the expiry."""
+        if hold.kind != HOLD or hold.account != self.account:
+            raise MalformedBlock("refund a HOLD block this wallet made")
+        block = self._next(tip, REFUND, tip.balance + hold.amount, now_ms)
+        if block.timestamp_ms < hold.expires_at_ms + MAX_CLOCK_SKEW_MS:
+            raise HoldNotExpired(
+                f"a refund waits until the hold's expiry + {MAX_CLOCK_SKEW_MS} ms "
+                f"({hold.expires_at_ms + MAX_CLOCK_SKEW_MS}); it is {block.timestamp_ms}"
+            )
+        block.source = block_hash(hold, network)
         return self._sign(block, network)
 
 
