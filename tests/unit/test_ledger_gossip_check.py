@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from avadios.errors import InvalidArgument
+from avadios.ledger.errors import LedgerError
 from avadios.ledger.block import make_vote
 from avadios.ledger.gossip_check import MAX_GOSSIP_ITEMS, check_gossip_batch
 from avadios.ledger.wallet import ChainTip, Wallet
@@ -35,16 +35,16 @@ def test_a_well_formed_batch_passes_the_door() -> None:
     ],
 )
 def test_malformed_batches_are_refused_with_a_reason(items: list, reason: str) -> None:
-    with pytest.raises(InvalidArgument, match=reason):
+    with pytest.raises(LedgerError, match=reason):
         check_gossip_batch(ledger_pb2.LedgerGossipBatch(items=items))
 
 
 def test_oversized_votes_and_misshapen_blocks_are_refused_naming_the_item() -> None:
     vote = _vote()
     vote.block_hashes.extend([bytes([200 + i]) * 32 for i in range(32)])
-    with pytest.raises(InvalidArgument, match="item 1: a vote covers 1 to 32"):
+    with pytest.raises(LedgerError, match="item 1: a vote covers 1 to 32"):
         check_gossip_batch(ledger_pb2.LedgerGossipBatch(items=[{"vote": _vote()}, {"vote": vote}]))
     block = _block()
     block.account = b"short"
-    with pytest.raises(InvalidArgument, match="item 0: account must be 32 bytes"):
+    with pytest.raises(LedgerError, match="item 0: account must be 32 bytes"):
         check_gossip_batch(ledger_pb2.LedgerGossipBatch(items=[{"block": block}]))
