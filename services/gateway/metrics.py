@@ -35,6 +35,12 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.p2p_messages = Counter(
+            "avadios_p2p_messages",
+            "P2P messages by direction (out: this node asked a peer; in: a peer asked this node) and body type",
+            ["direction", "type"],
+            registry=self.registry,
+        )
         self.first_token = Histogram(
             "avadios_time_to_first_token_seconds",
             "Time to the first streamed token",

@@ -41,6 +41,8 @@ class GatewayRoom:
         channel = NatsChannel(ctx.nc)
         self.gateway = Gateway(config, channel, ctx.node_id, api_key)
         self.p2p = _p2p_node(ctx, channel)
+        messages = self.gateway.metrics.p2p_messages
+        self.p2p.on_message = lambda direction, body_type: messages.labels(direction, body_type).inc()
         self.door = PeerDoor(self.p2p, channel, self.health)
         app = build_app(self.gateway)
         self._server = _Server(

@@ -268,8 +268,11 @@ def _check_ports(config: NodeConfig) -> None:
         raise ValueError("network_max_price_micro must not be negative")
     if not 0.0 <= config.network_spot_check_rate <= 1.0:
         raise ValueError("network_spot_check_rate must be within 0..1")
-    if config.network_hold_s < 10 or config.network_timeout_s <= 0 or config.wallet_auto_receive_s < 0:
-        raise ValueError("network_hold_s must be at least 10, network_timeout_s positive, wallet_auto_receive_s >= 0")
+    if config.network_timeout_s <= 0 or config.wallet_auto_receive_s < 0:
+        raise ValueError("network_timeout_s must be positive and wallet_auto_receive_s not negative")
+    if config.network_hold_s < config.network_timeout_s + 10:
+        # a provider works only for a hold that binds its holder for as long as the work may take
+        raise ValueError("network_hold_s must be at least network_timeout_s + 10")
 
 
 def with_replicas(config: NodeConfig, replicas: Mapping[str, int]) -> NodeConfig:

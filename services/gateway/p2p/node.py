@@ -84,6 +84,8 @@ class P2PNode:
         }
         self.served = 0
         self.refused: Counter[str] = Counter()
+        # Called with ("in" | "out", body type) for every message answered or sent: the gateway's metrics count them.
+        self.on_message: Callable[[str, str], None] = lambda direction, body_type: None
 
     @property
     def options(self) -> list[tuple[str, int]]:
@@ -143,6 +145,7 @@ class P2PNode:
             log.info("refused P2P message: %s", exc.message)
             await context.abort(exc.code, exc.message)
         self.served += 1
+        self.on_message("in", env.type)
         if self.reply_delay_s:
             await asyncio.sleep(self.reply_delay_s)
         return seal_bytes(self.identity, sender, reply_type, reply_body, in_reply_to=env.nonce)
@@ -216,6 +219,7 @@ class P2PNode:
                 raise BadSignature("the reply is not from the peer we called, or not for our request")
             if reply.type != reply_type:
                 raise UnknownMessageType(f"expected a {reply_type} reply, got {reply.type!r}")
+            self.on_message("out", body_type)
             return reply.body, sender, rtt_ms
         raise Unavailable(f"peer at {addr} is unreachable")
 
