@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from avadios.ledger.errors import LedgerError
 from avadios.ledger.block import make_vote
+from avadios.ledger.errors import LedgerError
 from avadios.ledger.gossip_check import MAX_GOSSIP_ITEMS, check_gossip_batch
 from avadios.ledger.wallet import ChainTip, Wallet
 from avadios.v1 import ledger_pb2
