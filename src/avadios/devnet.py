@@ -240,7 +240,8 @@ def wait_healthy(nodes: list[DevnetNode], timeout: float = HEALTH_TIMEOUT_S) -> 
 
 
 def parse_liars(text: str, count: int) -> dict[int, str]:
-    """"random:1,wrong-model:1" -> which node index lies how: the last nodes of the devnet, in the order given."""
+    """"random:1,wrong-model:1" -> which node lies how: the kinds, in the order given, go to the devnet's last
+    nodes (of 5 nodes: node 4 random, node 5 wrong-model), so node 1, which a devnet bootstraps from, is honest."""
     kinds: list[str] = []
     for part in filter(None, (p.strip() for p in text.split(","))):
         kind, _, number = part.partition(":")
@@ -249,7 +250,8 @@ def parse_liars(text: str, count: int) -> dict[int, str]:
         kinds += [kind] * int(number)
     if len(kinds) >= count:
         raise DevnetError(f"{len(kinds)} liars among {count} nodes: at least one node must be honest")
-    return {count - i: kind for i, kind in enumerate(reversed(kinds))}
+    first = count - len(kinds) + 1
+    return {first + i: kind for i, kind in enumerate(kinds)}
 
 
 def up(

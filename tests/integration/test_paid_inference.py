@@ -6,7 +6,8 @@ One devnet of seven nodes serves every test here, in order:
     node 1  requester that holds the model: it re-scores every answer itself
     node 2  requester that does not hold it (its only model is another tiny GGUF): its providers score each other
     node 3-5  honest providers (price 1,000 micro-AUTOM per 1k tokens)
-    node 6  lies with random text, node 7 with faked logprobs (both price 1: cheaper, so routing prefers them)
+    node 6  lies with another model's answer, node 7 with faked logprobs (both price 1: cheaper, so routing
+            prefers them)
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
         {"price_micro_autom_per_1k": HONEST_PRICE},
         {"price_micro_autom_per_1k": HONEST_PRICE},
         {"price_micro_autom_per_1k": HONEST_PRICE},
-        {"price_micro_autom_per_1k": 1, "devnet_fault": "random"},
+        {"price_micro_autom_per_1k": 1, "devnet_fault": "wrong-model"},
         {"price_micro_autom_per_1k": 1, "devnet_fault": "fake-logprobs"},
     ]
     nodes: list[devnet.DevnetNode] = []
@@ -187,6 +188,23 @@ def test_three_honest_providers_are_paid_exactly_their_quotes_and_money_is_conse
         return now[1]["held"] == 0 and lost == cost and earned == paid  # auto-receive claimed every payment
 
     eventually(settled, 30, "the requester paid exactly the cost and each provider received its quote")
+
+
+def test_a_streamed_network_request_gets_the_verified_answer_as_server_sent_events(net: Net) -> None:
+    requester = net.node(1)
+    client = OpenAI(base_url=requester.api_url + "/v1", api_key="unused-on-loopback")
+    whole = chat(requester).json()["choices"][0]["message"]["content"]
+    stream = client.chat.completions.create(
+        model=MODEL,
+        messages=CHAT,  # type: ignore[arg-type]
+        temperature=0,
+        max_tokens=8,
+        stream=True,
+        extra_headers={"X-Avadios-Tier": "network", "Cache-Control": "no-store"},
+    )
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+    assert text == whole
+    assert last_job(requester)["accepted"]
 
 
 def test_a_request_no_one_can_be_paid_for_is_refused_before_any_autom_moves(net: Net) -> None:

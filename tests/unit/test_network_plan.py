@@ -130,3 +130,23 @@ def test_the_job_book_keeps_jobs_and_waiting_refunds_across_a_restart(tmp_path: 
     assert again.refunds_waiting() == [(b"\x0a" * 32, hold)]
     again.refunded(b"\x0a" * 32)
     assert JobBook(tmp_path / "verifier").refunds_waiting() == []
+
+
+def test_the_liar_knob_is_refused_outside_a_devnet_and_names_its_kinds(tmp_path: Path) -> None:
+    from avadios import devnet
+    from avadios.config import DEVNET_FAULTS, DEVNET_MARKER, load_config
+    from services.verifier import liars
+    from services.verifier.fault import FaultRefused, check_fault
+
+    assert DEVNET_FAULTS == liars.KINDS  # the config's list is the liars' own
+    with pytest.raises(FaultRefused, match="devnet nodes only"):
+        check_fault("random", tmp_path)
+    (tmp_path / DEVNET_MARKER).write_text("")
+    assert check_fault("random", tmp_path) == "random" and check_fault("", tmp_path) == ""
+    with pytest.raises(ValueError, match="devnet_fault must be one of"):
+        load_config({"home": tmp_path, "devnet_fault": "sometimes"}, env={})
+    assert devnet.parse_liars("random:1,wrong-model:1", 5) == {4: "random", 5: "wrong-model"}
+    with pytest.raises(devnet.DevnetError, match="at least one node must be honest"):
+        devnet.parse_liars("random:3", 3)
+    with pytest.raises(devnet.DevnetError, match="KIND:N"):
+        devnet.parse_liars("lazy:1", 3)
