@@ -183,7 +183,7 @@ class Pipeline:
         key = None
         if reproducible(request.sampling) and (cache.lookup or cache.store):
             key = cache_key(request, model, self.default_max_tokens)
-        if key is not None and cache.lookup:
+        if key is not None and cache.lookup and network.tier != "network":  # asked for the network: go there
             cached = await self._cache_lookup(key)
             if cached is not None:
                 return Answer(Tier.CACHE, model, _replay(cached))
