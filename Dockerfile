@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # One image for every AVADIOS service and the node's NATS server; the command picks which one runs:
-#   python -m services.gateway | services.inference | services.cache | services.ledger | services.discovery,
-#   nats-server ...
+#   python -m services.gateway | services.inference | services.cache | services.ledger | services.discovery |
+#   services.verifier, or nats-server ...
 # Build: docker build -t avadios:0.1.0 .
 # Where no registry can be pulled from, build a local base first and point BASE_IMAGE at it
 # (tests/containers/build_base_image.sh does this with debootstrap).
@@ -46,7 +46,8 @@ COPY src/ src/
 COPY services/ services/
 RUN python scripts/gen_proto.py \
  && pip install --quiet --no-deps . \
- && python -c 'import avadios.v1.common_pb2, services.gateway.app, services.inference.engine, services.cache.service, services.ledger.service, services.discovery.service'
+ && python -c 'import avadios.v1.common_pb2, services.gateway.app, services.inference.engine, services.cache.service, \
+        services.ledger.service, services.discovery.service, services.verifier.service'
 
 # ---------------------------------------------------------------------------------------------------------
 FROM ${BASE_IMAGE} AS runtime
@@ -63,7 +64,7 @@ RUN apt-get update \
 RUN groupadd --system --gid 10001 avadios \
  && useradd --system --uid 10001 --gid 10001 --home-dir /home/avadios --create-home --shell /usr/sbin/nologin avadios \
  && install -d -o 10001 -g 10001 -m 0700 /var/lib/avadios /var/lib/avadios/cache /var/lib/avadios/models \
-        /var/lib/avadios/ledger /var/lib/avadios/discovery /var/lib/avadios/run
+        /var/lib/avadios/ledger /var/lib/avadios/discovery /var/lib/avadios/verifier /var/lib/avadios/run
 COPY --from=builder /opt/avadios /opt/avadios
 ENV PATH=/opt/avadios/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
