@@ -166,6 +166,9 @@ class Requester:
         self.book = book
         self.rng = random.Random()
         self.running = 0
+        # One block at a time on this wallet's chain: two blocks signed on the same head would fork it and one would
+        # lose the vote. Holds, settles, refunds and the service's auto-receive all take this lock.
+        self.wallet_lock = asyncio.Lock()
 
     async def run(self, job: jobs_pb2.JobRequest) -> jobs_pb2.JobReply:
         started, started_ms = time.monotonic(), int(time.time() * 1000)
@@ -228,12 +231,13 @@ class Requester:
 
     async def _hold(self, job_id: str, the_plan: Plan) -> BlockResult:
         try:
-            return await self.wallet.hold(
-                job_id.encode(),
-                [c.payee for c in the_plan.chosen],
-                the_plan.price_cap,
-                int(self.config.network_hold_s * 1000),
-            )
+            async with self.wallet_lock:
+                return await self.wallet.hold(
+                    job_id.encode(),
+                    [c.payee for c in the_plan.chosen],
+                    the_plan.price_cap,
+                    int(self.config.network_hold_s * 1000),
+                )
         except InsufficientFunds as exc:
             raise PaymentRequired(f"cannot pay for this request: {exc.message}", "insufficient_funds") from None
 
@@ -384,7 +388,8 @@ class Requester:
             )
         if paid:
             try:
-                settled = await self.wallet.settle(hold.block, paid, unpaid)
+                async with self.wallet_lock:
+                    settled = await self.wallet.settle(hold.block, paid, unpaid)
                 record.settle_hash, record.cost = settled.hash, sum(paid.values())
                 return
             except AvadiosError as exc:
@@ -416,7 +421,8 @@ class Requester:
             if now_ms < refund_from_ms(hold):
                 continue
             try:
-                refund = await self.wallet.refund(hold)
+                async with self.wallet_lock:
+                    refund = await self.wallet.refund(hold)
             except AvadiosError as exc:
                 if "closed" in exc.message or "settled" in exc.message or "refunded" in exc.message:
                     self.book.refunded(digest)  # someone closed it already (a second process of this wallet)

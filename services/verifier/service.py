@@ -103,7 +103,8 @@ class VerifierRoom(jobs_pb2_grpc.VerifierServicer):
         """Claim what the wallet was paid, as a Nano wallet does, so an earning provider's balance grows alone."""
         account = await self.wallet.account()
         if account.pending:
-            self.received += await self.wallet.receive_all()
+            async with self.requester.wallet_lock:
+                self.received += await self.wallet.receive_all()
 
     def health(self) -> common_pb2.HealthReply:
         p = self.provider
