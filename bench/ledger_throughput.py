@@ -30,8 +30,8 @@ from nacl.signing import SigningKey
 from avadios.ledger.block import block_hash
 from avadios.ledger.genesis import Allocation, Genesis, RepresentativeWeight
 from avadios.ledger.wallet import ChainTip, Wallet
-from services.ledger.replica import Replica
-from services.ledger.state import Ledger
+from avadios.services.ledger.replica import Replica
+from avadios.services.ledger.state import Ledger
 
 FUNDS = 1_000_000_000
 

@@ -66,7 +66,7 @@ def main() -> None:
     model = default_model_path(load_config(env={}))
     with tempfile.TemporaryDirectory(prefix="avadios-netbench-") as tmp:
         directory = Path(tmp)
-        nodes = []
+        nodes: list[devnet.DevnetNode] = []
         for index in range(1, args.replicas + 2):
             bootstrap = [nodes[-1].multiaddr] if nodes else []
             nodes.append(devnet.create_node(directory, index, model, bootstrap, dict(SETTINGS)))

@@ -10,12 +10,12 @@ from typing import Any, cast
 
 from avadios.config import NodeConfig
 from avadios.errors import AvadiosError
+from avadios.services.gateway.app import Gateway
+from avadios.services.gateway.pipeline import Pipeline
 from avadios.transport import NatsChannel
 from avadios.v1 import cache_pb2, inference_pb2
 from avadios.v1.cache_nats import CacheClient
 from avadios.v1.inference_nats import InferenceClient
-from services.gateway.app import Gateway
-from services.gateway.pipeline import Pipeline
 
 MODEL = "tiny"
 PIECES = ("Par", "is")

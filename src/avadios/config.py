@@ -20,8 +20,8 @@ SERVICES = ("cache", "ledger", "inference", "discovery", "verifier", "gateway")
 # port or a RocksDB and runs as a single process.
 SCALABLE_SERVICES = frozenset({"inference"})
 NETWORK_TIERS = ("auto", "never", "always")
-# The devnet_fault test knob: the kinds of lying provider (services/verifier/liars.py makes each), and the file
-# `avadios devnet` writes into each of its homes, without which a node refuses the knob.
+# The devnet_fault test knob: the kinds of lying provider (avadios.services.verifier.liars makes each), and the
+# file `avadios devnet` writes into each of its homes, without which a node refuses the knob.
 DEVNET_FAULTS = ("random", "wrong-model", "truncated", "copy", "cached", "fake-logprobs")
 DEVNET_MARKER = "devnet-node"
 MAX_NETWORK_REPLICAS = 16  # a hold names at most 32 payees; a score job carries at most 16 results
@@ -83,7 +83,7 @@ class NodeConfig:
     # Multiaddrs to join through: /ip4/H/tcp/P, optionally followed by /p2p/<node id> (comma-separated in env).
     bootstrap: tuple[str, ...] = ()
     price_micro_autom_per_1k: int = 100
-    # Routing score weights and the reliability below which a peer gets no work (services/discovery/routing.py).
+    # Routing score weights and the reliability below which a peer gets no work (avadios.services.discovery.routing).
     route_weight_rtt: float = 0.3
     route_weight_reliability: float = 0.4
     route_weight_price: float = 0.2
@@ -99,8 +99,8 @@ class NodeConfig:
     ledger_online_window_s: float = 60.0
     # Tests only: delay every P2P reply by this much, to give one node a larger RTT than another.
     p2p_test_delay_ms: int = 0
-    # Paid network inference (services/verifier). "auto": a model this node does not hold goes to the network;
-    # "never": nothing leaves the node; "always": every request not answered from tier 0 goes to the network.
+    # Paid network inference (avadios.services.verifier). "auto": a model this node does not hold goes to the
+    # network; "never": nothing leaves the node; "always": every request not answered from tier 0 goes there.
     network_tier: str = "auto"
     network_replicas: int = 3  # providers asked per request; a strict majority of them must agree
     network_max_price_micro: int = 50_000  # the most one request may cost, micro-AUTOM (0.05 AUTOM)
@@ -114,7 +114,7 @@ class NodeConfig:
     # The running node claims payments its wallet receives (settlements, transfers) this often; 0 = never.
     wallet_auto_receive_s: float = 2.0
     # Devnet/test knob, refused outside a devnet: this node lies as a provider ("random", "wrong-model",
-    # "truncated", "copy", "cached", "fake-logprobs"; services/verifier/liars.py). Off: "".
+    # "truncated", "copy", "cached", "fake-logprobs"; src/avadios/services/verifier/liars.py). Off: "".
     devnet_fault: str = ""
 
     @property

@@ -187,8 +187,8 @@ from avadios import identity
 from avadios.multiaddr import parse
 from avadios.records import dht_id_for
 from avadios.v1 import discovery_pb2, p2p_pb2
-from services.discovery.dht import DhtNode
-from services.gateway.p2p import P2PNode
+from avadios.services.discovery.dht import DhtNode
+from avadios.services.gateway.p2p import P2PNode
 
 api, key, home, address = sys.argv[1:5]
 auth = {"Authorization": f"Bearer {key}"}

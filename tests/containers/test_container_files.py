@@ -221,8 +221,8 @@ BROKEN = [
     # (file, text in it, replacement, words expected in the error)
     pytest.param(
         "compose.yaml",
-        '    <<: *avadios-service\n    command: ["python", "-m", "services.inference"]',
-        '    <<: *avadios-service\n    replicaz: 2\n    command: ["python", "-m", "services.inference"]',
+        '    <<: *avadios-service\n    command: ["python", "-m", "avadios.services.inference"]',
+        '    <<: *avadios-service\n    replicaz: 2\n    command: ["python", "-m", "avadios.services.inference"]',
         "replicaz",
         id="compose-unknown-key",
     ),
@@ -331,9 +331,9 @@ BROKEN += [
     ),
     pytest.param(
         "compose.yaml",
-        'command: ["python", "-m", "services.discovery"]',
-        'command: ["python", "-m", "services.discovery_v2"]',
-        "no container runs services.discovery",
+        'command: ["python", "-m", "avadios.services.discovery"]',
+        'command: ["python", "-m", "avadios.services.discovery_v2"]',
+        "no container runs avadios.services.discovery",
         id="compose-service-of-avadios-up-missing",
     ),
     pytest.param(
@@ -345,9 +345,9 @@ BROKEN += [
     ),
     pytest.param(
         "compose.yaml",
-        '    command: ["python", "-m", "services.ledger"]\n',
-        '    command: ["python", "-m", "services.ledger"]\n    networks: [internal, edge]\n',
-        "services.ledger.networks: 'edge' has a route out",
+        '    command: ["python", "-m", "avadios.services.ledger"]\n',
+        '    command: ["python", "-m", "avadios.services.ledger"]\n    networks: [internal, edge]\n',
+        "avadios.services.ledger.networks: 'edge' has a route out",
         id="compose-ledger-on-the-edge",
     ),
     pytest.param(
@@ -382,7 +382,7 @@ BROKEN += [
         "k8s/base/kustomization.yaml",
         "  - discovery.yaml\n",
         "",
-        "no container runs services.discovery",
+        "no container runs avadios.services.discovery",
         id="k8s-service-of-avadios-up-missing",
     ),
     pytest.param(
@@ -394,9 +394,9 @@ BROKEN += [
     ),
     pytest.param(
         "compose.yaml",
-        'command: ["python", "-m", "services.verifier"]',
-        'command: ["python", "-m", "services.verifyer"]',
-        "no container runs services.verifier",
+        'command: ["python", "-m", "avadios.services.verifier"]',
+        'command: ["python", "-m", "avadios.services.verifyer"]',
+        "no container runs avadios.services.verifier",
         id="compose-verifier-missing",
     ),
     pytest.param(
@@ -408,16 +408,16 @@ BROKEN += [
     ),
     pytest.param(
         "compose.yaml",
-        '    command: ["python", "-m", "services.verifier"]\n',
-        '    command: ["python", "-m", "services.verifier"]\n    networks: [internal, edge]\n',
-        "services.verifier.networks: 'edge' has a route out",
+        '    command: ["python", "-m", "avadios.services.verifier"]\n',
+        '    command: ["python", "-m", "avadios.services.verifier"]\n    networks: [internal, edge]\n',
+        "avadios.services.verifier.networks: 'edge' has a route out",
         id="compose-verifier-on-the-edge",
     ),
     pytest.param(
         "k8s/base/kustomization.yaml",
         "  - verifier.yaml\n",
         "",
-        "no container runs services.verifier",
+        "no container runs avadios.services.verifier",
         id="k8s-verifier-missing",
     ),
     pytest.param(

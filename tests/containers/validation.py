@@ -75,9 +75,12 @@ def misplaced_settings(names: Iterable[str], where: str) -> list[str]:
 
 
 def missing_services(commands: Iterable[str], where: str) -> list[str]:
-    """Every service `avadios up` runs must run in `where` too: a command `python -m services.<name>`."""
-    ran = {c.split("services.", 1)[1].split()[0] for c in commands if "-m services." in c}
-    return [f"{where}: no container runs services.{n}, which `avadios up` runs" for n in SERVICES if n not in ran]
+    """Every service `avadios up` runs must run in `where` too: a command `python -m avadios.services.<name>`."""
+    prefix = "-m avadios.services."
+    ran = {c.split(prefix, 1)[1].split()[0] for c in commands if prefix in c}
+    return [
+        f"{where}: no container runs avadios.services.{n}, which `avadios up` runs" for n in SERVICES if n not in ran
+    ]
 
 
 # --- compose -------------------------------------------------------------------------------------------

@@ -194,7 +194,7 @@ def test_a_streamed_network_request_gets_the_verified_answer_as_server_sent_even
     requester = net.node(1)
     client = OpenAI(base_url=requester.api_url + "/v1", api_key="unused-on-loopback")
     whole = chat(requester).json()["choices"][0]["message"]["content"]
-    stream = client.chat.completions.create(
+    stream: Any = client.chat.completions.create(
         model=MODEL,
         messages=CHAT,  # type: ignore[arg-type]
         temperature=0,

@@ -16,10 +16,10 @@ from avadios.identity import Identity
 from avadios.multiaddr import parse_tcp
 from avadios.peer_registry import PEER_METHODS
 from avadios.peering import PeerDoorClient
+from avadios.services.gateway.p2p.door import PeerDoor
+from avadios.services.gateway.p2p.node import P2PNode
 from avadios.transport import NatsChannel, NatsServer, ServerContext, connect
 from avadios.v1 import common_pb2, discovery_pb2, ledger_pb2, p2p_pb2
-from services.gateway.p2p.door import PeerDoor
-from services.gateway.p2p.node import P2PNode
 from tests.helpers import NatsProcess
 
 LEDGER = ledger_pb2.DESCRIPTOR.services_by_name["Ledger"]

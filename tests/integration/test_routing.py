@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from avadios import devnet
+from avadios.services.discovery.routing import Observed, Weights, score
 from avadios.testing.tiny_gguf import write_tiny_gguf
-from services.discovery.routing import Observed, Weights, score
 from tests.helpers import cli_json
 
 pytestmark = pytest.mark.slow

@@ -12,8 +12,13 @@ from typing import Any
 import httpx
 import pytest
 
-from services.gateway.api.openai_schema import ChatCompletionOut, TextCompletionOut, chat_completion, text_completion
-from services.gateway.app import build_app
+from avadios.services.gateway.api.openai_schema import (
+    ChatCompletionOut,
+    TextCompletionOut,
+    chat_completion,
+    text_completion,
+)
+from avadios.services.gateway.app import build_app
 from tests.gateway_fakes import MODEL, FakeCache, FakeInference, fake_gateway
 
 CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "capital of France?"}], "temperature": 0}

@@ -31,16 +31,16 @@ from avadios.ledger.block import (
 from avadios.ledger.gossip_check import MAX_GOSSIP_ITEMS, GossipDoor, check_gossip_batch
 from avadios.ledger.wallet import ChainTip, Wallet
 from avadios.peering import PeerDoorClient
-from avadios.v1 import ledger_pb2
-from services.ledger.audit import audit
-from services.ledger.network import MAX_FRONTIERS_PER_ROUND, CatchUp
-from services.ledger.replica import (
+from avadios.services.ledger.audit import audit
+from avadios.services.ledger.network import MAX_FRONTIERS_PER_ROUND, CatchUp
+from avadios.services.ledger.replica import (
     MAX_CANDIDATES,
     MAX_ORPHANS_PER_KEY,
     LedgerChainSource,
     Parking,
     Replica,
 )
+from avadios.v1 import ledger_pb2
 from tests.ledger_support import Network, tip_of
 
 Gossip = ledger_pb2.LedgerGossip
@@ -222,9 +222,9 @@ def test_an_honest_peer_is_caught_up_from_page_by_page(net3: Network) -> None:
     n0, late, account = _late_node(net3, 5)
     peering = LyingPeering(LedgerChainSource(n0.ledger), "honest", account)
 
-    async def frontiers(request: Any, timeout: float) -> ledger_pb2.LedgerFrontiersReply:
+    async def frontiers(ask: Any, timeout: float) -> ledger_pb2.LedgerFrontiersReply:
         fronts = LedgerChainSource(n0.ledger).frontiers()
-        return ledger_pb2.LedgerFrontiersReply(frontiers=[f for f in fronts if f.account >= request.start])
+        return ledger_pb2.LedgerFrontiersReply(frontiers=[f for f in fronts if f.account >= ask.start])
 
     peering.LedgerFrontiers = frontiers  # type: ignore[method-assign]
     report = asyncio.run(CatchUp(late, cast(PeerDoorClient, peering)).run_once())
@@ -413,7 +413,7 @@ def test_a_fork_storm_keeps_a_few_candidates_and_the_slot_still_confirms(net3: N
 
 def test_a_replayed_item_costs_a_hash_not_a_signature_check(net3: Network, monkeypatch: pytest.MonkeyPatch) -> None:
     import avadios.ledger.gossip_check as gossip_check
-    import services.ledger.replica as replica_module
+    import avadios.services.ledger.replica as replica_module
 
     a, b = net3.wallets
     n0 = net3.replicas[0]
@@ -428,10 +428,10 @@ def test_a_replayed_item_costs_a_hash_not_a_signature_check(net3: Network, monke
 
         return wrapper
 
-    monkeypatch.setattr(gossip_check, "verify_vote", counting("door", gossip_check.verify_vote))
-    monkeypatch.setattr(gossip_check, "verify_block", counting("door", gossip_check.verify_block))
-    monkeypatch.setattr(replica_module, "verify_vote", counting("replica", replica_module.verify_vote))
-    monkeypatch.setattr(replica_module, "verify_signature", counting("replica", replica_module.verify_signature))
+    monkeypatch.setattr(gossip_check, "verify_vote", counting("door", gossip_check.verify_vote))  # type: ignore[attr-defined]
+    monkeypatch.setattr(gossip_check, "verify_block", counting("door", gossip_check.verify_block))  # type: ignore[attr-defined]
+    monkeypatch.setattr(replica_module, "verify_vote", counting("replica", replica_module.verify_vote))  # type: ignore[attr-defined]
+    monkeypatch.setattr(replica_module, "verify_signature", counting("replica", replica_module.verify_signature))  # type: ignore[attr-defined]
     gate = door(net3)
     for _ in range(50):
         for item in gate.admit(ledger_pb2.LedgerGossipBatch(items=[Gossip(block=orphan), Gossip(vote=vote)])):

@@ -12,11 +12,11 @@ from hypothesis import strategies as st
 
 from avadios.config import NodeConfig
 from avadios.errors import PaymentRequired
+from avadios.services.verifier import pricing
+from avadios.services.verifier.book import JobBook
+from avadios.services.verifier.requester import Chosen, discredited, plan
+from avadios.services.verifier.verdict import Vote
 from avadios.v1 import discovery_pb2, inference_pb2, jobs_pb2, ledger_pb2, verifier_pb2
-from services.verifier import pricing
-from services.verifier.book import JobBook
-from services.verifier.requester import Chosen, discredited, plan
-from services.verifier.verdict import Vote
 
 HASH = b"h" * 32
 
@@ -135,8 +135,8 @@ def test_the_job_book_keeps_jobs_and_waiting_refunds_across_a_restart(tmp_path: 
 def test_the_liar_knob_is_refused_outside_a_devnet_and_names_its_kinds(tmp_path: Path) -> None:
     from avadios import devnet
     from avadios.config import DEVNET_FAULTS, DEVNET_MARKER, load_config
-    from services.verifier import liars
-    from services.verifier.fault import FaultRefused, check_fault
+    from avadios.services.verifier import liars
+    from avadios.services.verifier.fault import FaultRefused, check_fault
 
     assert DEVNET_FAULTS == liars.KINDS  # the config's list is the liars' own
     with pytest.raises(FaultRefused, match="devnet nodes only"):

@@ -7,8 +7,8 @@ import asyncio
 import pytest
 
 from avadios.errors import Busy, NotFound, Unavailable
+from avadios.services.gateway.pipeline import CachePolicy, Tier
 from avadios.v1 import inference_pb2
-from services.gateway.pipeline import CachePolicy, Tier
 from tests.gateway_fakes import MODEL, FakeCache, FakeInference, fake_pipeline
 
 

@@ -12,10 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.inference.logit_stats import token_stats
-from services.inference.token_text import StopText, answer_text
-from services.verifier import liars
-from services.verifier.score import (
+from avadios.services.inference.logit_stats import token_stats
+from avadios.services.inference.token_text import StopText, answer_text
+from avadios.services.verifier import liars
+from avadios.services.verifier.score import (
     DEFAULT_POLICY,
     Claim,
     Position,

@@ -9,11 +9,10 @@ from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
 from avadios.identity import Identity
-from avadios.v1 import inference_pb2, verifier_pb2
-from services.verifier import liars
-from services.verifier.errors import BadSignature, Malformed, NotChosen, WrongRequest
-from services.verifier.score import Assessment
-from services.verifier.signing import (
+from avadios.services.verifier import liars
+from avadios.services.verifier.errors import BadSignature, Malformed, NotChosen, WrongRequest
+from avadios.services.verifier.score import Assessment
+from avadios.services.verifier.signing import (
     check_report,
     check_result,
     new_result,
@@ -21,7 +20,8 @@ from services.verifier.signing import (
     result_digest,
     sign_result,
 )
-from services.verifier.verdict import Candidate, Vote, answer_key, candidate, decide, majority
+from avadios.services.verifier.verdict import Candidate, Vote, answer_key, candidate, decide, majority
+from avadios.v1 import inference_pb2, verifier_pb2
 
 MODEL = blake3.blake3(b"model").digest()
 

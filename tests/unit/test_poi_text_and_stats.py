@@ -6,8 +6,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.inference.logit_stats import chosen_logprob, token_stats
-from services.inference.token_text import StopText, answer_text
+from avadios.services.inference.logit_stats import chosen_logprob, token_stats
+from avadios.services.inference.token_text import StopText, answer_text
 
 PIECES = st.lists(st.sampled_from([b"a", b"b", b"\n", b"Q", b":", b" ", b"\xc3", b"\xa9", b"\xe2\x82", b"\xac"]))
 STOPS = st.lists(st.sampled_from(["\nQ:", "ab", "b\n", ":", "é"]), max_size=3)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from services.discovery.peers import NEW_PEER_RELIABILITY, ReliabilityBook
+from avadios.services.discovery.peers import NEW_PEER_RELIABILITY, ReliabilityBook
 
 FLOOR = 0.3  # the default reliability_floor
 

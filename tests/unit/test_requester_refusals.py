@@ -14,10 +14,10 @@ from avadios.errors import DeadlineExceeded
 from avadios.identity import Identity
 from avadios.ledger.client import BlockResult
 from avadios.ledger.wallet import Wallet
+from avadios.services.verifier.book import JobBook
+from avadios.services.verifier.requester import Requester
+from avadios.services.verifier.signing import sign_result
 from avadios.v1 import discovery_pb2, inference_pb2, jobs_pb2, ledger_pb2, verifier_pb2
-from services.verifier.book import JobBook
-from services.verifier.requester import Requester
-from services.verifier.signing import sign_result
 
 MODEL_HASH = b"m" * 32
 

@@ -1,7 +1,0 @@
-"""Run the verifier service: `python -m services.verifier` (the supervisor starts it, one process per home)."""
-
-from avadios.runtime import main
-from services.verifier.service import VerifierRoom
-
-if __name__ == "__main__":
-    main("verifier", VerifierRoom.create)
