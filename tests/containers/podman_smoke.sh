@@ -188,7 +188,7 @@ from avadios.multiaddr import parse
 from avadios.records import dht_id_for
 from avadios.v1 import discovery_pb2, p2p_pb2
 from avadios.services.discovery.dht import DhtNode
-from avadios.services.gateway.p2p import P2PNode
+from avadios.services.gateway.p2p.node import P2PNode
 
 api, key, home, address = sys.argv[1:5]
 auth = {"Authorization": f"Bearer {key}"}

@@ -347,7 +347,7 @@ BROKEN += [
         "compose.yaml",
         '    command: ["python", "-m", "avadios.services.ledger"]\n',
         '    command: ["python", "-m", "avadios.services.ledger"]\n    networks: [internal, edge]\n',
-        "avadios.services.ledger.networks: 'edge' has a route out",
+        "services.ledger.networks: 'edge' has a route out",
         id="compose-ledger-on-the-edge",
     ),
     pytest.param(
@@ -410,7 +410,7 @@ BROKEN += [
         "compose.yaml",
         '    command: ["python", "-m", "avadios.services.verifier"]\n',
         '    command: ["python", "-m", "avadios.services.verifier"]\n    networks: [internal, edge]\n',
-        "avadios.services.verifier.networks: 'edge' has a route out",
+        "services.verifier.networks: 'edge' has a route out",
         id="compose-verifier-on-the-edge",
     ),
     pytest.param(
