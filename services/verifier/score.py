@@ -21,7 +21,7 @@ and the greedy token is not always the re-scored top-1 where two tokens are with
    sampled: the token is inside what the sampler could pick: within the top-k (logprob ≥ the k-th best −
    tie), min-p (logprob ≥ best + ln min_p − tie), and top-p (mass of the tokens above it, renormalized over
    the top-k, below top_p · e^(2·tie)).
-5. Logprobs: |claimed − re-scored| ≤ `max_gap` at every position (a single made-up number), and the score
+5. Logprobs: |claimed − re-scored| ≤ `max_gap` at every re-scored position (a single made-up number), and the score
    exp(−mean |claimed − re-scored|) ≥ threshold(n), where n is the number of re-scored positions.
 
 The score is the geometric mean of min(p_claimed, p_rescored) / max(p_claimed, p_rescored) over the tokens:
@@ -30,11 +30,17 @@ so the allowed mean gap shrinks with the number of tokens like a mean of noise d
 mean_gap ≤ gap_floor + gap_spread / sqrt(n). Another model than claimed (a requantization of the same weights
 included) moves every logprob, so its mean gap stays high however many tokens it writes. The constants and the
 margin they leave are measured by bench/poi_rates.py and published in docs/benchmarks.md.
+
+Re-scoring every token is the default. A scorer may instead re-score a sample (`spot_positions`: about a
+fraction of the tokens, always the last one, drawn after the result is signed, so the provider cannot know which
+tokens will be checked): it costs less (each re-scored position is one row of the 262,144-wide output layer for
+gemma-3), but a lie confined to one token then escapes with the probability that its token is not drawn.
 """
 
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import dataclass
 
 from avadios.v1 import inference_pb2, verifier_pb2
@@ -158,6 +164,16 @@ class Assessment:
     mean_gap: float = math.nan  # nats, over the re-scored positions
     max_gap: float = math.nan
     positions: int = 0
+
+
+def spot_positions(n: int, fraction: float, seed: bytes) -> list[int]:
+    """About `fraction` of the positions 0..n-1 (at least one), always with the last one, drawn from `seed` (the
+    scorer's own randomness, drawn after it holds the signed result)."""
+    if n <= 0:
+        return []
+    rng = random.Random(seed)
+    count = max(1, round(fraction * n))
+    return sorted({n - 1, *rng.sample(range(n - 1), min(count, n - 1))} if n > 1 else {0})
 
 
 def _fail(reason: str, positions: int = 0) -> Assessment:

@@ -23,6 +23,7 @@ from services.verifier.score import (
     Rescored,
     ScoringMismatch,
     assess,
+    spot_positions,
 )
 
 EOS = 0
@@ -142,7 +143,7 @@ def test_random_tokens_fail(prompt: tuple[int, ...], seed: int) -> None:
 def test_another_models_answer_under_the_claimed_hash_fails() -> None:
     honest = generate(PROMPT, GREEDY)
     other = generate(PROMPT, replace(GREEDY, model_hash=OTHER_MODEL), model=OTHER_MODEL)
-    passed, reason = judge(GREEDY, liars.wrong_model(honest, other))
+    passed, reason = judge(GREEDY, liars.wrong_model(honest, other, piece, STOP, GREEDY.max_tokens))
     assert not passed and "greedy choice" in reason
 
 
@@ -176,8 +177,8 @@ def test_an_answer_to_another_prompt_fails() -> None:
     honest = generate(PROMPT, GREEDY)
     elsewhere = generate((4, 11, 12, 4), GREEDY)
     assert elsewhere.token_ids != honest.token_ids
-    assert not judge(GREEDY, liars.copied(honest, elsewhere))[0]
-    assert not judge(GREEDY, liars.cached(honest, elsewhere))[0]
+    assert not judge(GREEDY, liars.copied(honest, elsewhere, piece, STOP, GREEDY.max_tokens))[0]
+    assert not judge(GREEDY, liars.cached(honest, elsewhere, piece, STOP, GREEDY.max_tokens))[0]
 
 
 @pytest.mark.parametrize("seed", range(30))
@@ -243,6 +244,16 @@ def test_spot_checked_positions_are_enough_when_the_last_one_is_among_them() -> 
     some = tuple(p for p in scored.positions if p.index % 3 == 0 or p.index == len(honest.token_ids) - 1)
     result = assess(GREEDY, honest, replace(scored, positions=some))
     assert result.passed and result.positions <= len(honest.token_ids)
+
+
+@given(st.integers(1, 300), st.floats(0.01, 1.0), st.binary(min_size=8, max_size=8))
+def test_spot_positions_always_hold_the_last_token_and_about_the_fraction_asked(
+    n: int, fraction: float, seed: bytes
+) -> None:
+    chosen = spot_positions(n, fraction, seed)
+    assert chosen == sorted(set(chosen)) and chosen[-1] == n - 1 and chosen[0] >= 0
+    assert len(chosen) <= max(1, round(fraction * n)) + 1
+    assert spot_positions(n, fraction, seed) == chosen  # the seed decides, so others can check the draw
 
 
 def test_the_allowed_gap_shrinks_toward_its_floor_as_answers_grow() -> None:
