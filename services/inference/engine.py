@@ -232,12 +232,16 @@ class Engine:
         row = llama_cpp.llama_get_logits_ith(self.llm.ctx, index)
         return np.ctypeslib.as_array(row, shape=(self.n_vocab,))
 
-    async def score(self, prompt: list[int], candidate: list[int], positions: Sequence[int], top_k: int) -> Scored:
+    async def score(
+        self, prompt: list[int], candidate: list[int], positions: Sequence[int], top_k: int, want_top: bool = False
+    ) -> Scored:
         return await asyncio.get_running_loop().run_in_executor(
-            self._thread, self._score, prompt, candidate, positions, top_k
+            self._thread, self._score, prompt, candidate, positions, top_k, want_top
         )
 
-    def _score(self, prompt: list[int], candidate: list[int], positions: Sequence[int], top_k: int) -> Scored:
+    def _score(
+        self, prompt: list[int], candidate: list[int], positions: Sequence[int], top_k: int, want_top: bool
+    ) -> Scored:
         """Teacher forcing in two prefills, always the same two: the prompt alone (as generation evaluates it, so
         the first token's distribution is exactly the generator's), then every candidate token but the last in one
         batch, keeping logits only at the rows that predict the scored positions. The numbers depend on nothing
@@ -250,7 +254,7 @@ class Engine:
         if wanted:
             first = self._evaluate_prompt(prompt)
             if wanted[0] == 0:
-                stats[0] = token_stats(first, candidate[0], top_k)
+                stats[0] = token_stats(first, candidate[0], top_k, want_top)
             rows = {n_prompt - 1 + j: j for j in wanted if j > 0}  # position n_prompt - 1 + j predicts candidate[j]
             body = candidate[: max(wanted)]  # no need to evaluate beyond the last row asked for
             batch = LlamaBatch(n_tokens=llm.n_batch, embd=0, n_seq_max=1)
@@ -267,7 +271,7 @@ class Engine:
                     for i in range(len(chunk)):
                         if start + i in rows:
                             j = rows[start + i]
-                            stats[j] = token_stats(self._logits(i), candidate[j], top_k)
+                            stats[j] = token_stats(self._logits(i), candidate[j], top_k, want_top)
             finally:
                 batch.close()
                 # The last logits are not those of the last position: the next generate must decode again.

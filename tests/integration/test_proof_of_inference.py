@@ -28,6 +28,7 @@ from services.inference.chat_format import Message
 from services.inference.engine import Engine, Sampling
 from services.inference.service import InferenceRoom
 from services.verifier import liars
+from services.verifier.replay import nats_to_pick, uniforms
 from services.verifier.score import Assessment, Claim, Request, Rescored, assess
 from services.verifier.signing import check_report, check_result, new_result, report_for, sign_result
 from services.verifier.verdict import Candidate, candidate, decide
@@ -99,7 +100,8 @@ def _sampling(temperature: float = 0.0, seed: int | None = None, top_p: float = 
 
 
 def _request(setup: Setup, params: inference_pb2.SamplingParams) -> Request:
-    return Request(setup.model_hash, params.max_tokens, params.temperature, params.top_p or 1.0)
+    seed = params.seed if params.HasField("seed") else None
+    return Request(setup.model_hash, params.max_tokens, params.temperature, params.top_p or 1.0, seed)
 
 
 async def provide(
@@ -113,11 +115,11 @@ async def provide(
     return sign_result(provider, new_result(request_id, chunks[-1].model_hash, chunks, price=1200))
 
 
-async def rescore(setup: Setup, result: verifier_pb2.ProviderResult, question: str) -> Rescored:
-    reply = await setup.stub.Score(
-        inference_pb2.ScoreRequest(request_id=result.request_id, chat=_chat(question), token_ids=result.token_ids)
+async def rescore(setup: Setup, result: verifier_pb2.ProviderResult, question: str, want_top: bool = False) -> Rescored:
+    score = inference_pb2.ScoreRequest(
+        request_id=result.request_id, chat=_chat(question), token_ids=result.token_ids, want_top=want_top
     )
-    return Rescored.from_reply(reply)
+    return Rescored.from_reply(await setup.stub.Score(score))
 
 
 async def verify(
@@ -125,7 +127,9 @@ async def verify(
 ) -> Assessment:
     """What the requester does with a result: check it at the door, re-score it, assess it."""
     check_result(result, request_id=result.request_id, model_hash=setup.model_hash)
-    return assess(_request(setup, params), Claim.from_result(result), await rescore(setup, result, question))
+    request = _request(setup, params)
+    rescored = await rescore(setup, result, question, want_top=request.replayable)
+    return assess(request, Claim.from_result(result), rescored)
 
 
 QUESTIONS = ["What is the capital of France?", "Name a large animal.", "Why is the sky blue?"]
@@ -162,6 +166,21 @@ async def test_honest_answers_pass_greedy_and_seeded_sampling(
     assessment = await verify(setup, result, question, params)
     assert assessment.passed, assessment.reason
     assert assessment.positions == len(result.token_ids)
+
+
+@pytest.mark.parametrize("seed", [1, 77, 4096, 2**31 - 1])
+async def test_a_seeded_answers_first_token_replays_exactly_and_every_token_is_the_samplers_pick(
+    setup: Setup, seed: int
+) -> None:
+    params = _sampling(1.0, seed, 0.95)
+    result = await provide(setup, _identity(), "Tell me about the ocean.", params)
+    rescored = await rescore(setup, result, "Tell me about the ocean.", want_top=True)
+    draws = uniforms(seed, len(result.token_ids))
+    first = rescored.positions[0]
+    assert nats_to_pick(result.token_ids[0], first.top_ids, first.top_logprobs, draws[0], 1.0, 0.95, 0.05) == 0.0
+    assessment = assess(_request(setup, params), Claim.from_result(result), rescored)
+    assert assessment.passed, assessment.reason
+    assert assessment.replay_nats <= 0.25
 
 
 @pytest.fixture(scope="module")
@@ -264,9 +283,9 @@ async def test_two_honest_providers_outvote_a_liar_and_a_liar_majority_fails(set
 
 async def test_rescoring_does_not_depend_on_what_the_replica_did_before(setup: Setup) -> None:
     result = await provide(setup, _identity(), QUESTIONS[2], _sampling(0.8, 3))
-    warm = await rescore(setup, result, QUESTIONS[2])  # right after its own generation: the prompt is re-used
+    warm = await rescore(setup, result, QUESTIONS[2], want_top=True)  # right after its generation: prompt re-used
     _ = [c async for c in setup.stub.Generate(inference_pb2.GenerateRequest(chat=_chat(QUESTIONS[0])))]
-    cold = await rescore(setup, result, QUESTIONS[2])
+    cold = await rescore(setup, result, QUESTIONS[2], want_top=True)
     assert warm == cold
     assert abs(warm.positions[0].logprob - result.logprobs[0]) < 1e-6  # the first token's numbers are the generator's
 
