@@ -157,7 +157,7 @@ class PoiBench:
         )  # verify, generate: wall, CPU
         self.plain_vs_tokens: list[tuple[float, float]] = []
         self.earlier: list[tuple[str, str, Claim]] = []  # (subject, question, honest answer) of earlier requests
-        self.records: list[tuple[str, Request, Claim, Rescored]] = []
+        self.records: list[tuple[str, Request, Claim, Rescored | None]] = []  # None: identical to the honest one
 
     def case(self, i: int) -> Case:
         rng = self.rng
@@ -181,6 +181,8 @@ class PoiBench:
     ) -> None:
         if honest is not None and claim.token_ids == honest.token_ids:
             self.tallies[kind].identical += 1
+            if self.args.records:
+                self.records.append((kind, case.request, claim, None))
             return
         if scored is None:
             want_top = case.request.replayable
@@ -299,7 +301,7 @@ def _reason_class(reason: str) -> str:
 def report(args: argparse.Namespace, bench: PoiBench, elapsed: float) -> None:
     tallies, reasons, costs = bench.tallies, bench.reasons, bench.costs
     policy = DEFAULT_POLICY
-    print(f"\n{args.requests} requests in {elapsed:.0f} s; policy: tie {policy.tie}, max gap {policy.max_gap}, "
+    print(f"\n{bench.args.requests} requests in {elapsed:.0f} s; policy: tie {policy.tie}, max gap {policy.max_gap}, "
           f"allowed mean gap {policy.gap_floor} + {policy.gap_outlier}/n, replay {policy.replay_nats} nats "
           f"(score threshold {policy.threshold(8):.3f} at 8 tokens, {policy.threshold(16):.3f} at 16)")  # fmt: skip
     print("| answers | n | wrongly decided | rate | 95 % upper bound | spot check 1/4: wrongly decided "
@@ -358,22 +360,27 @@ def plot(tallies: dict[str, Tally], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 5.2))
     kinds = sorted(tallies, key=lambda k: (k != HONEST, k))
     colours = {kind: plt.get_cmap("tab10")(i % 10) for i, kind in enumerate(kinds)}
     bins = [i / 50 for i in range(51)]
     for kind in kinds:
-        scores = [a.score for a, _ in tallies[kind].results]
+        results = tallies[kind].results
+        scores = [a.score for a, _ in results if a.score > 0]
+        early = len(results) - len(scores)
+        label = f"{kind}: {len(results)}" + (f", {early} failed a check first (score 0, not drawn)" if early else "")
         if scores:
-            left.hist(scores, bins=bins, histtype="step", linewidth=2 if kind == HONEST else 1.2,
-                      color=colours[kind], label=f"{kind} (n={len(scores)})")  # fmt: skip
-    left.axvspan(DEFAULT_POLICY.threshold(8), DEFAULT_POLICY.threshold(16), color="grey", alpha=0.3,
-                 label="threshold, 8..16 tokens")  # fmt: skip
+            left.hist(scores, bins=bins, histtype="step", linewidth=2.2 if kind == HONEST else 1.2,
+                      color=colours[kind], label=label)  # fmt: skip
+        else:
+            left.plot([], [], color=colours[kind], label=label)
+    low, high = DEFAULT_POLICY.threshold(8), DEFAULT_POLICY.threshold(16)
+    left.axvspan(low, high, color="grey", alpha=0.3, label="score threshold for 8..16 tokens")
     left.set_yscale("log")
-    left.set_xlabel("score = exp(-mean |claimed - re-scored logprob|); 0 = failed a check before the logprobs")
+    left.set_xlabel("score = exp(-mean |claimed - re-scored logprob|)")
     left.set_ylabel("answers")
     left.legend(fontsize=7, loc="upper left")
-    left.set_title("Scores of honest and lying answers")
+    left.set_title("Scores of honest and lying answers (8-16 tokens, gemma-3-270m)")
     edges = [10 ** (-2.5 + i * 0.05) for i in range(81)]
     for kind in kinds:
         ratios = [
@@ -382,17 +389,45 @@ def plot(tallies: dict[str, Tally], path: Path) -> None:
             if not math.isnan(a.mean_gap)
         ]
         if ratios:
-            right.hist(ratios, bins=edges, histtype="step", linewidth=2 if kind == HONEST else 1.2,
+            right.hist(ratios, bins=edges, histtype="step", linewidth=2.2 if kind == HONEST else 1.2,
                        color=colours[kind], label=f"{kind} (n={len(ratios)})")  # fmt: skip
     right.axvline(1.0, color="black", linestyle="--", label="pass / fail")
     right.set_xscale("log")
-    right.set_xlabel("mean gap / allowed mean gap for its length (answers that reached the logprob comparison)")
+    right.set_xlabel("mean gap / allowed mean gap (answers that passed every other check; left edge: exact)")
     right.legend(fontsize=7, loc="upper left")
-    right.set_title("The margin: honest left of 1, liars right")
+    right.set_title("The margin: honest answers left of 1, liars right")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     print(f"plot written to {path}")
+
+
+def from_records(path: Path, seed: int) -> PoiBench:
+    """A bench with the assessments of recorded answers, judged again under today's policy (no model runs)."""
+    records: list[tuple[str, Request, Claim, Rescored | None]] = pickle.loads(path.read_bytes())
+    args = argparse.Namespace(records="", seed=seed, requests=sum(1 for r in records if r[0] == HONEST))
+    bench = PoiBench.__new__(PoiBench)
+    bench.args, bench.rng = args, random.Random(seed)
+    bench.tallies, bench.reasons = defaultdict(Tally), defaultdict(Counter)
+    bench.tallies[HONEST].liar = False
+    bench.honest_gaps, bench.honest_ties, bench.costs, bench.plain_vs_tokens = [], [], defaultdict(list), []
+    for kind, request, claim, scored in records:
+        if scored is None:
+            bench.tallies[kind].identical += 1
+            continue
+        assessment = assess(request, claim, scored)
+        bench.tallies[kind].results.append((assessment, len(claim.token_ids)))
+        sample = set(spot_positions(len(claim.token_ids), SPOT_FRACTION, bench.rng.randbytes(8)))
+        spot = replace(scored, positions=tuple(p for p in scored.positions if p.index in sample))
+        bench.tallies[kind].spot.append(assess(request, claim, spot))
+        if not assessment.passed:
+            bench.reasons[kind][_reason_class(assessment.reason)] += 1
+        if kind == HONEST:
+            for p in scored.positions:
+                bench.honest_gaps.append(abs(claim.logprobs[p.index] - p.logprob))
+                if request.greedy:
+                    bench.honest_ties.append(p.top_logprob - p.logprob)
+    return bench
 
 
 def main() -> None:
@@ -403,8 +438,12 @@ def main() -> None:
     parser.add_argument("--plain-samples", type=int, default=30, help="requests also timed on the plain path")
     parser.add_argument("--plot", default="", help="write the score distributions as a PNG here")
     parser.add_argument("--records", default="", help="pickle every (kind, request, claim, re-scoring) here")
+    parser.add_argument("--from-records", default="", help="judge recorded answers again (no model), then report")
     args = parser.parse_args()
-    bench, elapsed = asyncio.run(run(args))
+    if args.from_records:
+        bench, elapsed = from_records(Path(args.from_records), args.seed), 0.0
+    else:
+        bench, elapsed = asyncio.run(run(args))
     report(args, bench, elapsed)
     if args.plot:
         plot(bench.tallies, Path(args.plot))

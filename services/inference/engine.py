@@ -115,7 +115,8 @@ class Engine:
 
     async def generate(self, tokens: list[int], sampling: Sampling, want_tokens: bool = False) -> AsyncIterator[Piece]:
         """Stream pieces as llama.cpp produces them; closing the iterator stops generation at the next token.
-        With `want_tokens` every sampled token comes too, with its logprob (same tokens as without)."""
+        With `want_tokens` every sampled token comes too, with its logprob: the same sampler and seed rule, but
+        always from an empty cache (the plain path may re-use a cached prompt prefix, which can flip near-ties)."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue()
         stop_flag = threading.Event()
