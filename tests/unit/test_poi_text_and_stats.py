@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from avadios.services.inference.logit_stats import chosen_logprob, token_stats
-from avadios.services.inference.token_text import StopText, answer_text
+from avadios.token_text import StopText, answer_text
 
 PIECES = st.lists(st.sampled_from([b"a", b"b", b"\n", b"Q", b":", b" ", b"\xc3", b"\xa9", b"\xe2\x82", b"\xac"]))
 STOPS = st.lists(st.sampled_from(["\nQ:", "ab", "b\n", ":", "é"]), max_size=3)
@@ -67,8 +67,11 @@ def _reference(logits: np.ndarray, token: int, top_k: int) -> tuple[float, int, 
 def test_token_stats_match_a_plain_float64_computation(values: list[float], token: int, top_k: int) -> None:
     logits = np.array(values, dtype=np.float32)
     token %= len(values)
-    stats = token_stats(logits, token, top_k)
+    stats = token_stats(logits, token, top_k, want_top=True)
     logprob, rank, top, kth, above, top_mass = _reference(logits, token, top_k)
+    expected = sorted(range(len(values)), key=lambda i: (-logits[i], i))[: min(top_k, len(values))]
+    assert [logits[i] for i in stats.top_ids] == [logits[i] for i in expected]  # best first (ties may swap)
+    assert stats.top_logprobs == tuple(sorted(stats.top_logprobs, reverse=True))
     assert stats.rank == rank
     assert abs(stats.logprob - logprob) < 1e-4
     assert abs(chosen_logprob(logits, token) - logprob) < 1e-4

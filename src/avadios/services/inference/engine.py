@@ -20,7 +20,7 @@ from llama_cpp._internals import LlamaBatch
 
 from avadios.services.inference.chat_format import ChatRenderer, Message
 from avadios.services.inference.logit_stats import Logits, TokenStats, chosen_logprob, token_stats
-from avadios.services.inference.token_text import StopText
+from avadios.token_text import StopText
 
 # The sampler every request gets (llama-cpp-python's defaults, stated so a verifier can rely on them): top-k, then
 # top-p, then min-p, all on the raw logits, then temperature; repetition penalties off.
@@ -115,7 +115,8 @@ class Engine:
 
     async def generate(self, tokens: list[int], sampling: Sampling, want_tokens: bool = False) -> AsyncIterator[Piece]:
         """Stream pieces as llama.cpp produces them; closing the iterator stops generation at the next token.
-        With `want_tokens` every sampled token comes too, with its logprob (same tokens as without)."""
+        With `want_tokens` every sampled token comes too, with its logprob: the same sampler and seed rule, but
+        always from an empty cache (the plain path may re-use a cached prompt prefix, which can flip near-ties)."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue()
         stop_flag = threading.Event()
@@ -232,12 +233,16 @@ class Engine:
         row = llama_cpp.llama_get_logits_ith(self.llm.ctx, index)
         return np.ctypeslib.as_array(row, shape=(self.n_vocab,))
 
-    async def score(self, prompt: list[int], candidate: list[int], positions: Sequence[int], top_k: int) -> Scored:
+    async def score(
+        self, prompt: list[int], candidate: list[int], positions: Sequence[int], top_k: int, want_top: bool = False
+    ) -> Scored:
         return await asyncio.get_running_loop().run_in_executor(
-            self._thread, self._score, prompt, candidate, positions, top_k
+            self._thread, self._score, prompt, candidate, positions, top_k, want_top
         )
 
-    def _score(self, prompt: list[int], candidate: list[int], positions: Sequence[int], top_k: int) -> Scored:
+    def _score(
+        self, prompt: list[int], candidate: list[int], positions: Sequence[int], top_k: int, want_top: bool
+    ) -> Scored:
         """Teacher forcing in two prefills, always the same two: the prompt alone (as generation evaluates it, so
         the first token's distribution is exactly the generator's), then every candidate token but the last in one
         batch, keeping logits only at the rows that predict the scored positions. The numbers depend on nothing
@@ -250,7 +255,7 @@ class Engine:
         if wanted:
             first = self._evaluate_prompt(prompt)
             if wanted[0] == 0:
-                stats[0] = token_stats(first, candidate[0], top_k)
+                stats[0] = token_stats(first, candidate[0], top_k, want_top)
             rows = {n_prompt - 1 + j: j for j in wanted if j > 0}  # position n_prompt - 1 + j predicts candidate[j]
             body = candidate[: max(wanted)]  # no need to evaluate beyond the last row asked for
             batch = LlamaBatch(n_tokens=llm.n_batch, embd=0, n_seq_max=1)
@@ -267,7 +272,7 @@ class Engine:
                     for i in range(len(chunk)):
                         if start + i in rows:
                             j = rows[start + i]
-                            stats[j] = token_stats(self._logits(i), candidate[j], top_k)
+                            stats[j] = token_stats(self._logits(i), candidate[j], top_k, want_top)
             finally:
                 batch.close()  # type: ignore[no-untyped-call]  # llama-cpp-python's batch has no type hints
                 # The last logits are not those of the last position: the next generate must decode again.

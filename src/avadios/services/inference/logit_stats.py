@@ -21,6 +21,9 @@ class TokenStats:
     top_k_logprob: float  # the k-th best logprob
     mass_above: float  # probability of the tokens ranked above
     top_k_mass: float  # probability of the k best tokens
+    # with want_top: the k best tokens, best first (ties: lower id first), and their logprobs
+    top_ids: tuple[int, ...] = ()
+    top_logprobs: tuple[float, ...] = ()
 
 
 def logsumexp(logits: Logits) -> float:
@@ -33,7 +36,7 @@ def chosen_logprob(logits: Logits, token: int) -> float:
     return float(logits[token]) - logsumexp(logits)
 
 
-def token_stats(logits: Logits, token: int, top_k: int) -> TokenStats:
+def token_stats(logits: Logits, token: int, top_k: int, want_top: bool = False) -> TokenStats:
     peak = float(logits.max())
     weights = np.exp(logits - peak)
     total = float(weights.sum(dtype=np.float64))
@@ -41,23 +44,32 @@ def token_stats(logits: Logits, token: int, top_k: int) -> TokenStats:
     value = float(logits[token])
     above = logits > logits[token]
     best = _best(logits, peak, top_k)
+    best_values = logits[best]
+    top_ids: tuple[int, ...] = ()
+    top_logprobs: tuple[float, ...] = ()
+    if want_top:
+        order = np.lexsort((best, -best_values))
+        top_ids = tuple(int(i) for i in best[order])
+        top_logprobs = tuple(float(v) - lse for v in best_values[order])
     return TokenStats(
         logprob=value - lse,
         rank=int(np.count_nonzero(above)),
         top_logprob=peak - lse,
-        top_k_logprob=float(best.min()) - lse,
+        top_k_logprob=float(best_values.min()) - lse,
         mass_above=float(np.dot(weights, above)) / total,
-        top_k_mass=float(np.exp(best.astype(np.float64) - peak).sum()) / total,
+        top_k_mass=float(np.exp(best_values.astype(np.float64) - peak).sum()) / total,
+        top_ids=top_ids,
+        top_logprobs=top_logprobs,
     )
 
 
-def _best(logits: Logits, peak: float, k: int) -> Logits:
-    """The k largest logits (all of them when there are fewer), in no particular order."""
+def _best(logits: Logits, peak: float, k: int) -> npt.NDArray[np.intp]:
+    """Indexes of the k largest logits (all of them when there are fewer), in no particular order."""
     band = _FIRST_BAND_NATS
     while True:
-        pool = logits[logits >= peak - band]
+        pool = np.flatnonzero(logits >= peak - band)
         if pool.size >= k or not np.isfinite(band) or pool.size == logits.size:
             break
         band = band * 4 if band < 256 else np.inf
     k = min(k, pool.size)
-    return np.partition(pool, pool.size - k)[pool.size - k :]
+    return pool[np.argpartition(logits[pool], pool.size - k)[pool.size - k :]]

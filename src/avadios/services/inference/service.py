@@ -186,7 +186,7 @@ class InferenceRoom(inference_pb2_grpc.InferenceServicer):
                     f"model's context of {engine.context_length} tokens"
                 )
             model_hash = await asyncio.to_thread(engine.model_hash)
-            scored = await engine.score(tokens, candidate, positions, SAMPLER_TOP_K)
+            scored = await engine.score(tokens, candidate, positions, SAMPLER_TOP_K, request.want_top)
             self._served += 1
         return inference_pb2.ScoreReply(
             model=engine.path.stem,
@@ -204,6 +204,8 @@ class InferenceRoom(inference_pb2_grpc.InferenceServicer):
                     top_k_logprob=s.top_k_logprob,
                     mass_above=s.mass_above,
                     top_k_mass=s.top_k_mass,
+                    top_ids=s.top_ids,
+                    top_logprobs=s.top_logprobs,
                 )
                 for j, s in zip(scored.positions, scored.stats, strict=True)
             ],

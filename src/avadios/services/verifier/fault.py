@@ -15,11 +15,11 @@ from pathlib import Path
 
 from avadios.config import DEVNET_MARKER
 from avadios.identity import Identity
-from avadios.services.inference.token_text import answer_text
 from avadios.services.verifier import liars
 from avadios.services.verifier.score import Claim
 from avadios.services.verifier.scoring import score_request
 from avadios.services.verifier.signing import sign_report
+from avadios.token_text import answer_text
 from avadios.v1 import inference_pb2, verifier_pb2
 from avadios.v1.inference_nats import InferenceClient
 

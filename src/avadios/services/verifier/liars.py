@@ -19,8 +19,8 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
-from avadios.services.inference.token_text import answer_text
 from avadios.services.verifier.score import Claim
+from avadios.token_text import answer_text
 from avadios.v1 import verifier_pb2
 
 RANDOM = "random"
@@ -49,22 +49,27 @@ def random_text(
     )
 
 
-def other_answer(honest: Claim, other: Claim) -> Claim:
-    """`other` (another model's answer, or an answer to another prompt) passed off as the honest answer:
-    the claimed model and this prompt's length are the honest ones, everything the model said is `other`'s."""
-    return replace(other, model_hash=honest.model_hash, prompt_tokens=honest.prompt_tokens)
+def other_answer(honest: Claim, other: Claim, piece: Piece, stop: Sequence[str], max_tokens: int) -> Claim:
+    """`other` (another model's answer, or an answer to another prompt) passed off as the honest answer: the
+    claimed model and this prompt's length are the honest ones, the tokens are `other`'s, cut to max_tokens,
+    and the text is theirs under the claimed model's vocabulary and this request's stop strings."""
+    tokens, logprobs, finish = other.token_ids, other.logprobs, other.finish_reason
+    if len(tokens) > max_tokens:
+        tokens, logprobs, finish = tokens[:max_tokens], logprobs[:max_tokens], "length"
+    text, _ = answer_text([piece(t) for t in tokens], stop)
+    return Claim(honest.model_hash, tokens, text, logprobs, honest.prompt_tokens, len(tokens), finish)
 
 
-def wrong_model(honest: Claim, other_model_answer: Claim) -> Claim:
-    return other_answer(honest, other_model_answer)
+def wrong_model(honest: Claim, other_model_answer: Claim, piece: Piece, stop: Sequence[str], max_tokens: int) -> Claim:
+    return other_answer(honest, other_model_answer, piece, stop, max_tokens)
 
 
-def copied(honest: Claim, earlier_answer: Claim) -> Claim:
-    return other_answer(honest, earlier_answer)
+def copied(honest: Claim, earlier_answer: Claim, piece: Piece, stop: Sequence[str], max_tokens: int) -> Claim:
+    return other_answer(honest, earlier_answer, piece, stop, max_tokens)
 
 
-def cached(honest: Claim, cached_answer: Claim) -> Claim:
-    return other_answer(honest, cached_answer)
+def cached(honest: Claim, cached_answer: Claim, piece: Piece, stop: Sequence[str], max_tokens: int) -> Claim:
+    return other_answer(honest, cached_answer, piece, stop, max_tokens)
 
 
 def truncated(honest: Claim, rng: random.Random, end_token: int, piece: Piece, stop: Sequence[str]) -> Claim | None:

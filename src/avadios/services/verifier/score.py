@@ -1,43 +1,60 @@
 """The Proof of Inference score: a provider's claimed answer against a teacher-forced re-scoring of it (pure).
 
 The provider generated token by token and reports, per token, the log-probability the model gave the chosen
-token at that moment (GenerateChunk.logprobs). The scorer runs the declared model once over prompt + the
-claimed tokens (Inference.Score) and gets, per position, the same log-probability, the token's rank and the
-sampler's cut-offs. An honest answer differs from its re-scoring only by float noise: one batched prefill does
-not round like one-token decoding (measured here: mean |Δ| ≈ 0.05 nats per answer, single tokens up to ≈ 0.5,
-and the greedy token is not always the re-scored top-1 where two tokens are within ≈ 0.3 nats).
+token at that moment (GenerateChunk.logprobs). The scorer runs the declared model over prompt + the claimed
+tokens in one prefill (Inference.Score) and gets, per position, the same log-probability, the token's rank, the
+sampler's cut-offs and (for seeded requests) the top candidates. An honest answer differs from its re-scoring
+only by float noise: a batched prefill does not round like one-token decoding. Measured on gemma-3-270m (5,799
+honest tokens, bench/poi_rates.py): per-token |Δ| median 0.018 nats, p99.9 0.28, max 0.44; mean |Δ| per answer
+at most 0.082; a greedy token re-scores at most 0.30 nats below the best one (near-ties swap).
 
 `assess` fails an answer on the first of these that does not hold (the reason names it), in this order:
 
-1. Shape: one logprob per token, at least one token, at most max_tokens, no end-of-generation token before
-   the last one, usage = (the scorer's prompt length, the number of tokens).
-2. Text: the claimed text is exactly the tokens' text (concatenated pieces, cut before the first stop string,
-   UTF-8 with broken sequences dropped), as the generator builds it (src/avadios/services/inference/token_text.py).
-3. Finish: "length" needs exactly max_tokens tokens and no stop; "stop" needs the last token to be an
-   end-of-generation token or to complete the first stop string. A truncated answer fails here, or, if the
-   liar appended an end token where the model would not stop, in step 4.
-4. Support, per re-scored position, with `tie` nats of slack for float noise:
+1. Shape: one logprob per token, each a log-probability, at least one token, at most max_tokens, no
+   end-of-generation token before the last one, usage = (the scorer's prompt length, the number of tokens).
+2. Text and finish: the claimed text is exactly the tokens' text (concatenated pieces, cut before the first
+   stop string, UTF-8 with broken sequences dropped: avadios.token_text); "length" needs exactly
+   max_tokens tokens and no stop; "stop" needs the last token to be an end-of-generation token or to complete
+   the first stop string, and no stop string before it. A truncated answer fails here, or, if the liar
+   appended an end token where the model would not stop, in step 3.
+3. Support, per re-scored position, with `tie` nats of slack for float noise:
    greedy (temperature 0): the token is the best one, or within `tie` of it;
-   sampled: the token is inside what the sampler could pick: within the top-k (logprob ≥ the k-th best −
-   tie), min-p (logprob ≥ best + ln min_p − tie), and top-p (mass of the tokens above it, renormalized over
-   the top-k, below top_p · e^(2·tie)).
-5. Logprobs: |claimed − re-scored| ≤ `max_gap` at every position (a single made-up number), and the score
-   exp(−mean |claimed − re-scored|) ≥ threshold(n), where n is the number of re-scored positions.
+   sampled: the token is inside what the sampler could pick: the top-k (logprob ≥ the k-th best − tie),
+   min-p (logprob ≥ best + ln min_p − tie), and top-p (mass of the tokens above it, renormalized over the
+   top-k, below top_p · e^(2·tie));
+   sampled with a seed: the token is also the seeded sampler's pick. llama.cpp's sampler is replayed from
+   the seed's random numbers over the re-scored top-k (src/avadios/services/verifier/replay.py); moving every re-scored
+   log-probability by at most `replay_nats` must make the claimed token the pick. A seeded answer has one
+   right answer, like a greedy one, so an answer to another (even a similar) prompt fails here instead of
+   merely looking plausible.
+4. Logprobs: |claimed − re-scored| ≤ `max_gap` at every re-scored position (a single made-up number), and the
+   mean |claimed − re-scored| ≤ gap_floor + gap_outlier / n over the n re-scored positions: typical noise for
+   every token plus room for one outlier, which matters only in short answers. Another model than claimed
+   (a requantization of the same weights included) moves every logprob, so its mean stays high however long
+   the answer is.
 
-The score is the geometric mean of min(p_claimed, p_rescored) / max(p_claimed, p_rescored) over the tokens:
-1.0 for identical numbers, e^(−0.05) ≈ 0.95 for a typical honest answer. One number is noisy over a few tokens,
-so the allowed mean gap shrinks with the number of tokens like a mean of noise does:
-mean_gap ≤ gap_floor + gap_spread / sqrt(n). Another model than claimed (a requantization of the same weights
-included) moves every logprob, so its mean gap stays high however many tokens it writes. The constants and the
-margin they leave are measured by bench/poi_rates.py and published in docs/benchmarks.md.
+The score is exp(−mean |claimed − re-scored|): the geometric mean over the tokens of min(p_claimed,
+p_rescored) / max(p_claimed, p_rescored); 1.0 for identical numbers, ≈ 0.97 for a typical honest answer, 0.0
+when a check of steps 1-3 failed. An answer passes when every check holds, i.e. its score is at least
+threshold(n) = exp(−allowed_mean_gap(n)) and no single token is off by more than max_gap. The defaults and
+the margins they leave are measured by bench/poi_rates.py and published in docs/benchmarks.md; they hold for
+a provider and a scorer running the same llama.cpp build on the same CPU family: machines that round
+differently (other SIMD, a GPU) need their noise measured the same way before their answers are judged.
+
+Re-scoring every token is the default. A scorer may instead re-score a sample (`spot_positions`: about a
+fraction of the tokens, always the last one, drawn after the result is signed, so the provider cannot know
+which tokens will be checked): it costs less (each re-scored position is one row of the 262,144-wide output
+layer for gemma-3), but a lie confined to a few tokens then escapes with the probability that none is drawn.
 """
 
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import dataclass
 
-from avadios.services.inference.token_text import answer_text
+from avadios.services.verifier.replay import nats_to_pick, seed_of, uniforms
+from avadios.token_text import answer_text
 from avadios.v1 import inference_pb2, verifier_pb2
 
 RULE = 1  # bump when the checks or the default policy change: reports carry it
@@ -56,10 +73,16 @@ class Request:
     max_tokens: int
     temperature: float  # 0 = greedy
     top_p: float = 1.0  # 1.0 = off
+    seed: int | None = None  # the request's sampling seed, if it fixed one
 
     @property
     def greedy(self) -> bool:
         return self.temperature <= 0.0
+
+    @property
+    def replayable(self) -> bool:
+        """Sampled with a fixed seed: the sampler's choices can be replayed (see replay.py beside this module)."""
+        return not self.greedy and self.seed is not None and seed_of(self.seed) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +121,8 @@ class Position:
     top_k_logprob: float
     mass_above: float
     top_k_mass: float
+    top_ids: tuple[int, ...] = ()  # the top_k candidates, best first (Score want_top)
+    top_logprobs: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +147,17 @@ class Rescored:
             end_of_generation=tuple(reply.end_of_generation),
             stop=tuple(reply.stop),
             positions=tuple(
-                Position(s.position, s.logprob, s.rank, s.top_logprob, s.top_k_logprob, s.mass_above, s.top_k_mass)
+                Position(
+                    s.position,
+                    s.logprob,
+                    s.rank,
+                    s.top_logprob,
+                    s.top_k_logprob,
+                    s.mass_above,
+                    s.top_k_mass,
+                    tuple(s.top_ids),
+                    tuple(s.top_logprobs),
+                )
                 for s in reply.scores
             ),
             top_k=reply.top_k,
@@ -135,12 +170,13 @@ class Policy:
     """The slack for float noise and the thresholds (nats: natural-log units). Defaults: see docs/benchmarks.md."""
 
     tie: float = 0.5  # how far below the best (or a cut-off) an honest token may re-score
-    max_gap: float = 1.5  # no single claimed logprob may be further than this from its re-scoring
-    gap_floor: float = 0.08  # allowed mean gap = gap_floor + gap_spread / sqrt(positions)
-    gap_spread: float = 0.3
+    max_gap: float = 1.0  # no single claimed logprob may be further than this from its re-scoring
+    gap_floor: float = 0.07  # allowed mean gap = gap_floor + gap_outlier / positions
+    gap_outlier: float = 0.5
+    replay_nats: float = 0.4  # seeded sampling: how far the numbers may be from making the token the pick
 
     def allowed_mean_gap(self, positions: int) -> float:
-        return self.gap_floor + self.gap_spread / math.sqrt(max(1, positions))
+        return self.gap_floor + self.gap_outlier / max(1, positions)
 
     def threshold(self, positions: int) -> float:
         """The score an answer of `positions` re-scored tokens must reach."""
@@ -158,6 +194,17 @@ class Assessment:
     mean_gap: float = math.nan  # nats, over the re-scored positions
     max_gap: float = math.nan
     positions: int = 0
+    replay_nats: float = math.nan  # seeded sampling: the most any token's numbers had to move to be the pick
+
+
+def spot_positions(n: int, fraction: float, seed: bytes) -> list[int]:
+    """About `fraction` of the positions 0..n-1 (at least one), always with the last one, drawn from `seed` (the
+    scorer's own randomness, drawn after it holds the signed result)."""
+    if n <= 0:
+        return []
+    rng = random.Random(seed)
+    count = max(1, round(fraction * n))
+    return sorted({n - 1, *rng.sample(range(n - 1), min(count, n - 1))} if n > 1 else {0})
 
 
 def _fail(reason: str, positions: int = 0) -> Assessment:
@@ -186,13 +233,18 @@ def assess(request: Request, claim: Claim, rescored: Rescored, policy: Policy = 
     if n == 0:
         return _fail("the answer has no tokens")
     check_fits(claim, rescored)
+    if request.replayable and not all(p.top_ids for p in rescored.positions):
+        raise ScoringMismatch("a seeded sampled answer needs the top candidates of each position (Score want_top)")
     failure = (
         _check_shape(request, claim, rescored)
         or _check_text_and_finish(request, claim, rescored)
         or _check_support(request, claim, rescored, policy)
     )
+    distance = math.nan
+    if not failure and request.replayable:
+        distance, failure = _check_replay(request, claim, rescored, policy)
     if failure:
-        return _fail(failure, len(rescored.positions))
+        return Assessment(False, 0.0, failure, positions=len(rescored.positions), replay_nats=distance)
     gaps = [abs(claim.logprobs[p.index] - p.logprob) for p in rescored.positions]
     mean_gap, max_gap = sum(gaps) / len(gaps), max(gaps)
     score = math.exp(-mean_gap)
@@ -202,14 +254,14 @@ def assess(request: Request, claim: Claim, rescored: Rescored, policy: Policy = 
             f"token {worst.index}: claimed logprob {claim.logprobs[worst.index]:.3f}, re-scored {worst.logprob:.3f} "
             f"(more than {policy.max_gap} nats apart)"
         )
-        return Assessment(False, score, reason, mean_gap, max_gap, len(gaps))
+        return Assessment(False, score, reason, mean_gap, max_gap, len(gaps), distance)
     if mean_gap > policy.allowed_mean_gap(len(gaps)):
         reason = (
             f"claimed logprobs are {mean_gap:.3f} nats from the re-scoring on average (allowed "
             f"{policy.allowed_mean_gap(len(gaps)):.3f} over {len(gaps)} tokens): not the claimed model's numbers"
         )
-        return Assessment(False, score, reason, mean_gap, max_gap, len(gaps))
-    return Assessment(True, score, "", mean_gap, max_gap, len(gaps))
+        return Assessment(False, score, reason, mean_gap, max_gap, len(gaps), distance)
+    return Assessment(True, score, "", mean_gap, max_gap, len(gaps), distance)
 
 
 def _check_shape(request: Request, claim: Claim, rescored: Rescored) -> str:
@@ -274,3 +326,24 @@ def _check_support(request: Request, claim: Claim, rescored: Rescored, policy: P
                 f"{p.mass_above / p.top_k_mass:.3f} of the mass is above it"
             )
     return ""
+
+
+def _check_replay(request: Request, claim: Claim, rescored: Rescored, policy: Policy) -> tuple[float, str]:
+    """(the largest nats_to_pick, a failure or ""): every re-scored token must be the seeded sampler's pick."""
+    assert request.seed is not None
+    seed = seed_of(request.seed)
+    assert seed is not None
+    draws = uniforms(seed, rescored.positions[-1].index + 1)  # one draw per generated token, in order
+    worst = 0.0
+    for p in rescored.positions:
+        token = claim.token_ids[p.index]
+        nats = nats_to_pick(
+            token, p.top_ids, p.top_logprobs, draws[p.index], request.temperature, request.top_p, rescored.min_p
+        )
+        if nats > policy.replay_nats:
+            return nats, (
+                f"token {p.index} ({token}) is not the seeded sampler's pick: its numbers would have to move "
+                f"{nats:.2f} nats for the seed's draw to pick it"
+            )
+        worst = max(worst, nats)
+    return worst, ""

@@ -28,12 +28,21 @@ class WrongModel(AvadiosError):
 def request_terms(request: inference_pb2.GenerateRequest, model_hash: bytes) -> Request:
     """What the requester asked for, as the score judges answers (max_tokens is always set on a network request)."""
     sampling = request.sampling
-    return Request(model_hash, sampling.max_tokens, sampling.temperature, sampling.top_p or 1.0)
+    seed = sampling.seed if sampling.HasField("seed") else None
+    return Request(model_hash, sampling.max_tokens, sampling.temperature, sampling.top_p or 1.0, seed)
 
 
-def score_request(request: inference_pb2.GenerateRequest, token_ids: Sequence[int]) -> inference_pb2.ScoreRequest:
+def score_request(
+    request: inference_pb2.GenerateRequest, token_ids: Sequence[int], want_top: bool = False
+) -> inference_pb2.ScoreRequest:
+    """The Score call for an answer to `request`; `want_top` for a seeded sampled request, whose sampler's picks
+    the score replays over the re-scored best tokens."""
     score = inference_pb2.ScoreRequest(
-        request_id=request.request_id, model=request.model, token_ids=token_ids, stop=request.sampling.stop
+        request_id=request.request_id,
+        model=request.model,
+        token_ids=token_ids,
+        stop=request.sampling.stop,
+        want_top=want_top,
     )
     if request.HasField("chat"):
         score.chat.CopyFrom(request.chat)
@@ -50,8 +59,11 @@ async def rescore(
 ) -> Assessment:
     """One answer against this node's re-scoring of it. Raises WrongModel when this node's model is not the
     requested one; every fault of the answer itself is a failed Assessment with the reason."""
+    terms = request_terms(request, model_hash)
     try:
-        reply = await inference.Score(score_request(request, result.token_ids), timeout=SCORE_TIMEOUT_S)
+        reply = await inference.Score(
+            score_request(request, result.token_ids, want_top=terms.replayable), timeout=SCORE_TIMEOUT_S
+        )
     except AvadiosError as exc:
         if exc.code is grpc.StatusCode.INVALID_ARGUMENT and "token_ids" in exc.message:
             return Assessment(False, 0.0, f"the answer's tokens do not fit the model: {exc.message}")
@@ -59,7 +71,7 @@ async def rescore(
     if reply.model_hash != model_hash:
         raise WrongModel(f"this node's {request.model!r} is another build than the requested one")
     try:
-        return assess(request_terms(request, model_hash), Claim.from_result(result), Rescored.from_reply(reply))
+        return assess(terms, Claim.from_result(result), Rescored.from_reply(reply))
     except ScoringMismatch as exc:  # the result's own numbers do not fit its tokens: its fault, not ours
         return Assessment(False, 0.0, str(exc))
 
