@@ -1,12 +1,14 @@
-"""gRPC services carried over NATS: a `nats.micro` server per servicer and a stub with the same method names.
+"""gRPC services carried over NATS: a `nats.micro` server per servicer, and the channel the generated typed
+clients (`avadios.v1.<file>_nats`) call through.
 
 One endpoint per proto method on subject `avadios.<service>.<Method>`, subscribed in the queue group
-`avadios.<service>` so N replicas share the load. Unary methods are plain NATS request/reply. Server
-streaming methods publish every message to the caller's inbox as soon as it is produced and end with an
-empty message whose headers carry the final status; the caller cancels by publishing to the subject named
-in the `Avadios-Cancel` header (`avadios.cancel.<token>`, which every server hears on one wildcard
-subscription). Deadlines travel as a relative timeout in milliseconds; errors travel as a gRPC status code
-and a message in headers.
+`avadios.<service>` so N replicas share the load. Unary methods are plain NATS request/reply. Server streaming
+methods first acknowledge the request (an empty message with `Avadios-Ack`: a caller that gets none within 5 s
+knows no live replica took it), then publish every message to the caller's inbox as soon as it is produced and
+end with an empty message whose headers carry the final status; the caller cancels by publishing to the subject
+named in the `Avadios-Cancel` header (`avadios.cancel.<token>`, which every server hears on one wildcard
+subscription). Deadlines travel as a relative timeout in milliseconds; errors travel as a gRPC status code and a
+message in headers.
 """
 
 from __future__ import annotations
@@ -49,6 +51,10 @@ PEER = "Avadios-Peer"  # the verified node id of the peer a request came from (s
 CANCEL = "Avadios-Cancel"
 CANCEL_PREFIX = "avadios.cancel."  # + a per-stream token; every server listens on one wildcard for all streams
 END = "Avadios-End"
+ACK = "Avadios-Ack"  # a stream's first message: a replica took the request (no body, no status)
+# A replica acknowledges a stream request at once; a request that got none in this time went to no live
+# replica (one killed a moment ago may still hold its subscription on the NATS server, which then drops it).
+ACK_TIMEOUT_S = 5.0
 OK = str(grpc.StatusCode.OK.value[0])
 NATS_NO_RESPONDERS = "503"
 
@@ -204,6 +210,9 @@ class NatsServer:
         return handle
 
     async def _serve(self, method: MethodDescriptor, msg: Request) -> None:
+        if method.server_streaming:
+            with contextlib.suppress(Exception):  # the caller may already be gone; the stream notices
+                await msg.respond(b"", headers={ACK: "1"})
         ctx = ServerContext(msg.headers)
         implementation = getattr(self._servicer, method.name)
         try:
@@ -369,19 +378,27 @@ class NatsChannel:
                 await self.nc.publish(subject, data, reply=inbox, headers=headers)
             except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):
                 raise Unavailable("the node's NATS server is not reachable") from None
+            acked = False
             while True:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise DeadlineExceeded(f"{service}.{method} did not finish within {timeout:g} s")
+                wait = remaining if acked else min(remaining, ACK_TIMEOUT_S)
                 try:
-                    msg = await asyncio.wait_for(replies.get(), remaining)
+                    msg = await asyncio.wait_for(replies.get(), wait)
                 except TimeoutError:
+                    if not acked and wait < remaining:
+                        raise Unavailable(f"no {service} replica took the request (one just stopped?)") from None
                     raise DeadlineExceeded(f"{service}.{method} did not finish within {timeout:g} s") from None
                 if msg.headers:
                     _raise_for_status(msg, service)
+                    if msg.headers.get(ACK):
+                        acked = True
+                        continue
                     if msg.headers.get(END):
                         finished = True
                         return
+                acked = True
                 yield reply_type.FromString(msg.data)
         finally:
             self._streams.pop(inbox, None)

@@ -140,6 +140,21 @@ async def test_no_running_service_is_unavailable(nats_server: NatsProcess) -> No
     await nc.close()
 
 
+async def test_a_stream_no_live_replica_takes_fails_fast_instead_of_waiting_for_its_deadline(
+    nats_server: NatsProcess,
+) -> None:
+    # What a replica killed a moment ago looks like: its subscription is still there, and nothing answers.
+    dead_nc = await connect(nats_server.url, "dead-replica")
+    await dead_nc.subscribe("avadios.inference.Generate", queue="avadios.inference")
+    nc = await connect(nats_server.url, "client")
+    started = time.monotonic()
+    with pytest.raises(Unavailable, match="no inference replica took the request"):
+        await anext(InferenceClient(NatsChannel(nc)).Generate(inference_pb2.GenerateRequest(prompt="hi"), timeout=60))
+    assert time.monotonic() - started < 10  # the acknowledgement's 5 s, not the request's 60 s
+    await nc.close()
+    await dead_nc.close()
+
+
 async def test_closing_a_stream_cancels_the_generation_on_the_server(nats_server: NatsProcess) -> None:
     servicer = ScriptedInference()
     server, stub = await serve(nats_server, servicer)

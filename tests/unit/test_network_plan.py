@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from avadios.config import NodeConfig
-from avadios.errors import PaymentRequired
+from avadios.errors import NotFound, PaymentRequired
 from avadios.services.verifier import pricing
 from avadios.services.verifier.book import JobBook
 from avadios.services.verifier.requester import Chosen, discredited, plan
@@ -70,6 +70,9 @@ def test_no_provider_within_the_price_or_of_the_model_is_a_402_before_anything_m
     with pytest.raises(PaymentRequired, match="price cap") as info:
         plan(_route(_candidate(1, 10**6)), _request(), 3, 10, b"me" * 16, NodeConfig(), random.Random(1))
     assert info.value.reason == "no_provider"
+    with pytest.raises(NotFound, match="no node on the network serves it") as unknown:
+        plan(discovery_pb2.RouteReply(model="m"), _request(), 3, 10**6, b"me" * 16, NodeConfig(), random.Random(1))
+    assert unknown.value.reason == "model_not_found"  # the same 404 as a model unknown on this node
     empty = discovery_pb2.RouteReply(
         model="m", excluded=[discovery_pb2.RouteCandidate(node_id="ab" * 32, excluded="did not answer a ping")]
     )

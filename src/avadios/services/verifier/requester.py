@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from avadios.config import NodeConfig
-from avadios.errors import AvadiosError, InvalidArgument, PaymentRequired
+from avadios.errors import AvadiosError, InvalidArgument, NotFound, PaymentRequired
 from avadios.identity import Identity, node_id_for
 from avadios.ledger.client import BlockResult, WalletClient, refund_from_ms
 from avadios.ledger.errors import InsufficientFunds
@@ -52,11 +52,10 @@ log = logging.getLogger("avadios.verifier.requester")
 UNPAID = ledger_pb2.LedgerUnpaidReason
 
 
-class VerificationFailed(AvadiosError):
-    """No answer reached the agreement a network request needs; nothing wrong was returned."""
+class ModelUnknown(NotFound):
+    """Neither this node nor any provider the network knows serves the model: the same 404 as a local one."""
 
-    code = grpc.StatusCode.ABORTED
-    reason = "verification_failed"
+    reason = "model_not_found"
 
 
 @dataclass(slots=True)
@@ -98,6 +97,8 @@ def plan(
     rng: random.Random,
 ) -> Plan:
     """Which providers to ask and the hold's price cap; PaymentRequired("no_provider") when none fits."""
+    if not route.ranked and not route.excluded:
+        raise ModelUnknown(f"The model '{route.model}' is not on this node, and no node on the network serves it")
     usable = [c for c in route.ranked if len(c.payee) == 32 and len(c.model_blake3) == 32 and c.payee != holder]
     if not usable:
         why = "; ".join(f"{c.node_id[:12]}…: {c.excluded}" for c in route.excluded) or "none publishes it"
