@@ -111,6 +111,11 @@ def main() -> None:
         f"{statistics.fmean(slowest):.1f} ms, whole job {statistics.fmean(totals):.1f} ms "
         f"(route + hold + verify + settle: {statistics.fmean(totals) - statistics.fmean(slowest):.1f} ms)"
     )
+    phases = ("route_ms", "hold_ms", "answers_ms", "verify_ms", "settle_ms")
+    print(
+        "phases (mean): "
+        + ", ".join(f"{p[:-3]} {statistics.fmean(j['timings'][p] for j in jobs):.1f} ms" for p in phases)
+    )
     print(f"all accepted: {all(job['accepted'] for job in jobs)}")
 
 

@@ -59,6 +59,18 @@ class ModelUnknown(NotFound):
 
 
 @dataclass(slots=True)
+class Laps:
+    """Milliseconds since the previous lap."""
+
+    at: float = field(default_factory=time.monotonic)
+
+    def __call__(self) -> float:
+        now = time.monotonic()
+        elapsed, self.at = (now - self.at) * 1000, now
+        return elapsed
+
+
+@dataclass(slots=True)
 class Chosen:
     """One provider asked, and what became of its answer."""
 
@@ -182,6 +194,7 @@ class Requester:
         replicas = job.replicas or self.config.network_replicas
         if not 1 <= replicas <= 16:
             raise InvalidArgument("replicas must be 1 to 16")
+        timings, lap = jobs_pb2.JobTimings(), Laps()
         route = await self.discovery.Route(discovery_pb2.RouteRequest(model=request.model), timeout=30.0)
         the_plan = plan(
             route,
@@ -192,11 +205,15 @@ class Requester:
             self.config,
             self.rng,
         )
+        timings.route_ms = lap()
         hold = await self._hold(job_id, the_plan)
+        timings.hold_ms = lap()
         self.running += 1
         try:
             await self._offer(request, the_plan, hold.hash)
+            timings.answers_ms = lap()
             scored_by = await self._verify(request, the_plan)
+            timings.verify_ms = lap()
         finally:
             self.running -= 1
         verdict = self._judge(request, the_plan)
@@ -212,6 +229,8 @@ class Requester:
             scored_by=scored_by,
         )
         await self._settle(hold, the_plan, verdict, record)
+        timings.settle_ms = lap()
+        record.timings.CopyFrom(timings)
         await self._report_reliability(the_plan)
         record.duration_ms = (time.monotonic() - started) * 1000
         self.book.put(record)

@@ -20,6 +20,14 @@ class JobProviderOut(BaseModel):
     latency_ms: float
 
 
+class JobTimingsOut(BaseModel):
+    route_ms: float
+    hold_ms: float
+    answers_ms: float
+    verify_ms: float
+    settle_ms: float
+
+
 class JobOut(BaseModel):
     job_id: str
     model: str
@@ -35,6 +43,7 @@ class JobOut(BaseModel):
     refund_at_unix_ms: int
     scored_by: str
     providers: list[JobProviderOut]
+    timings: JobTimingsOut = Field(description="where the request's time went, in milliseconds")
 
     @classmethod
     def of(cls, job: jobs_pb2.JobRecord) -> JobOut:
@@ -52,6 +61,13 @@ class JobOut(BaseModel):
             settle=job.settle_hash.hex(),
             refund_at_unix_ms=job.refund_at_unix_ms,
             scored_by=job.scored_by,
+            timings=JobTimingsOut(
+                route_ms=round(job.timings.route_ms, 1),
+                hold_ms=round(job.timings.hold_ms, 1),
+                answers_ms=round(job.timings.answers_ms, 1),
+                verify_ms=round(job.timings.verify_ms, 1),
+                settle_ms=round(job.timings.settle_ms, 1),
+            ),
             providers=[
                 JobProviderOut(
                     node_id=p.node_id,
