@@ -95,17 +95,7 @@ def rescored(scored: Scored, model_hash: bytes, stop: tuple[str, ...]) -> Rescor
         end_of_generation=scored.end_of_generation,
         stop=stop,
         positions=tuple(
-            Position(
-                j,
-                s.logprob,
-                s.rank,
-                s.top_logprob,
-                s.top_k_logprob,
-                s.mass_above,
-                s.top_k_mass,
-                s.top_ids,
-                s.top_logprobs,
-            )
+            Position.of(j, s)
             for j, s in zip(scored.positions, scored.stats, strict=True)
         ),
         top_k=SAMPLER_TOP_K,

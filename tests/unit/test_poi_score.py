@@ -95,17 +95,7 @@ def rescore(prompt: tuple[int, ...], claim: Claim, model: bytes = MODEL) -> Resc
     for j, token in enumerate(claim.token_ids):
         s = token_stats(logits_after(prompt + claim.token_ids[:j], model), token, TOP_K, want_top=True)
         positions.append(
-            Position(
-                j,
-                s.logprob,
-                s.rank,
-                s.top_logprob,
-                s.top_k_logprob,
-                s.mass_above,
-                s.top_k_mass,
-                s.top_ids,
-                s.top_logprobs,
-            )
+            Position.of(j, s)
         )
     return Rescored(
         model_hash=model,

@@ -51,7 +51,9 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from avadios.services.verifier.replay import nats_to_pick, seed_of, uniforms
 from avadios.token_text import answer_text
@@ -124,6 +126,48 @@ class Position:
     top_ids: tuple[int, ...] = ()  # the top_k candidates, best first (Score want_top)
     top_logprobs: tuple[float, ...] = ()
 
+    @classmethod
+    def of(cls, index: int, numbers: TokenNumbers) -> Position:
+        """From a TokenScore of the inference reply, or anything else with its numbers (the engine's own stats)."""
+        n = numbers
+        return cls(
+            index,
+            n.logprob,
+            n.rank,
+            n.top_logprob,
+            n.top_k_logprob,
+            n.mass_above,
+            n.top_k_mass,
+            tuple(n.top_ids),
+            tuple(n.top_logprobs),
+        )
+
+
+class TokenNumbers(Protocol):
+    @property
+    def logprob(self) -> float: ...
+
+    @property
+    def rank(self) -> int: ...
+
+    @property
+    def top_logprob(self) -> float: ...
+
+    @property
+    def top_k_logprob(self) -> float: ...
+
+    @property
+    def mass_above(self) -> float: ...
+
+    @property
+    def top_k_mass(self) -> float: ...
+
+    @property
+    def top_ids(self) -> Sequence[int]: ...
+
+    @property
+    def top_logprobs(self) -> Sequence[float]: ...
+
 
 @dataclass(frozen=True, slots=True)
 class Rescored:
@@ -146,20 +190,7 @@ class Rescored:
             pieces=tuple(reply.pieces),
             end_of_generation=tuple(reply.end_of_generation),
             stop=tuple(reply.stop),
-            positions=tuple(
-                Position(
-                    s.position,
-                    s.logprob,
-                    s.rank,
-                    s.top_logprob,
-                    s.top_k_logprob,
-                    s.mass_above,
-                    s.top_k_mass,
-                    tuple(s.top_ids),
-                    tuple(s.top_logprobs),
-                )
-                for s in reply.scores
-            ),
+            positions=tuple(Position.of(s.position, s) for s in reply.scores),
             top_k=reply.top_k,
             min_p=reply.min_p,
         )
