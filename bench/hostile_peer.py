@@ -300,8 +300,9 @@ class OrphanReplay(Replay):
 
     def prepare(self) -> None:
         net = self.net
-        a = net.wallets[3]
-        self.item = Gossip(block=a.send(ChainTip(os.urandom(32), 7, FUNDS, 1), a.account, 1, net.network, net.clock()))
+        a = net.attacker  # an account of its own: no honest block ever makes this one stale
+        tip = ChainTip(os.urandom(32), 7, 1, 1)
+        self.item = Gossip(block=a.send(tip, net.wallets[0].account, 1, net.network, net.clock()))
 
 
 class StrayVoteReplay(Replay):
@@ -509,6 +510,7 @@ async def run_load(name: str, seconds: float, quiet: float, cap_mb: float) -> di
                     "confirmed": len(lat),
                     "p50_ms": pct(lat, 50),
                     "p95_ms": pct(lat, 95),
+                    "max_ms": pct(lat, 100),
                 }
 
             calm = await phase(quiet, False)
@@ -614,7 +616,11 @@ def report(paths: list[str]) -> None:
             q, h = r["quiet"], r["hostile"]
             notes = {k: v for k, v in r.items() if k not in ("attack", "label", "quiet", "hostile")}
             cap = f" (stopped after {h['seconds']} s: grew past the cap)" if h["stopped_at_rss_cap"] else ""
-            p95 = f"{q['p95_ms'] or 0:.0f} → {h['p95_ms']:.0f} ms" if h["p95_ms"] is not None else "none confirmed"
+            p95 = (
+                f"{q['p95_ms'] or 0:.0f} → {h['p95_ms']:.0f} ms (max {q['max_ms'] or 0:.0f} → {h['max_ms']:.0f})"
+                if h["p95_ms"] is not None
+                else "none confirmed"
+            )
             print(
                 f"| {attack} | {label} | {q['rss_peak_mb']:.0f} → {h['rss_peak_mb']:.0f}{cap} | {q['cpu_pct']:.0f} % → "
                 f"{h['cpu_pct']:.0f} % | {q['confirmed']} / {h['confirmed']} (stalled {h['stalled']}) | {p95} | "
