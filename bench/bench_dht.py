@@ -17,8 +17,8 @@ from nacl.signing import SigningKey
 
 from avadios.identity import Identity
 from avadios.records import provider_key, sign_record
+from avadios.services.discovery.dht import DhtNode
 from avadios.v1 import discovery_pb2
-from services.discovery.dht import DhtNode
 
 
 def pct(values: Sequence[float], q: float) -> float:

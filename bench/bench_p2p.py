@@ -12,9 +12,9 @@ from nacl.signing import SigningKey
 
 from avadios.identity import Identity
 from avadios.multiaddr import Multiaddr
+from avadios.services.gateway.p2p.envelope import ReplayGuard, open_envelope, seal
+from avadios.services.gateway.p2p.node import P2PNode
 from avadios.v1 import discovery_pb2, p2p_pb2
-from services.gateway.envelope import ReplayGuard, open_envelope, seal
-from services.gateway.p2p import P2PNode
 
 
 def pct(values: list[float], q: float) -> float:

@@ -2,7 +2,7 @@
 replicas, with honest transfers going on, measuring the victim's memory and CPU and whether confirmations go on.
 
 Five replicas (every one a representative of weight 1, each with its own RocksDB in a temporary directory) exchange
-blocks and votes through the in-memory hub (services/ledger/gossip.py) in one process and one event loop, as the
+blocks and votes through the in-memory hub (tests/ledger_gossip_hub.py) in one process and one event loop, as the
 unit tests do: a full devnet runs 5 x 6 processes, too many for the 2 shared cores this was measured on. The
 attacker reaches the victim (node 0) the way a peer does: its batches go through the ledger's door (the gossip
 check and signature checks a GossipBatch passes) and its catch-up answers through `CatchUp` with a fake Peering.
@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from avadios.services.ledger.gossip import InMemoryHub
 from nacl.signing import SigningKey
 
 from avadios.ledger.amount import Micro
@@ -40,11 +41,10 @@ from avadios.ledger.block import HOLD, REFUND, SEND, SETTLE, ZERO_HASH, Block, b
 from avadios.ledger.errors import LedgerError
 from avadios.ledger.genesis import Allocation, Genesis, RepresentativeWeight
 from avadios.ledger.wallet import ChainTip, Wallet
+from avadios.services.ledger.audit import audit
+from avadios.services.ledger.replica import LedgerChainSource, Replica
+from avadios.services.ledger.state import Ledger
 from avadios.v1 import ledger_pb2, p2p_pb2
-from services.ledger.audit import audit
-from services.ledger.gossip import InMemoryHub
-from services.ledger.replica import LedgerChainSource, Replica
-from services.ledger.state import Ledger
 
 ATTACKS = (
     "stale_votes",
@@ -87,9 +87,10 @@ def make_door(network: bytes, genesis: Genesis) -> Callable[[ledger_pb2.LedgerGo
         door = GossipDoor(network, genesis.weight_of, len(genesis.representatives))
         return door.admit
     except ImportError:  # the code before: the gateway's shape check, then the ledger service's signature checks
+        from avadios.services.gateway.ledger_relay import check_gossip_batch
+
         from avadios.ledger.block import verify_block, verify_vote
         from avadios.ledger.errors import BadVote
-        from services.gateway.ledger_relay import check_gossip_batch
 
         def admit(batch: ledger_pb2.LedgerGossipBatch) -> list[Any]:
             check_gossip_batch(batch)
@@ -425,7 +426,7 @@ class CatchUpLie(Attack):
     mode = "chain"
 
     def prepare(self) -> None:
-        from services.ledger.network import CatchUp
+        from avadios.services.ledger.network import CatchUp
 
         self.peering = LyingPeering(self.mode, self.net.wallets[3].account)
         self.catchup = CatchUp(self.net.victim, self.peering)  # type: ignore[arg-type]

@@ -16,20 +16,21 @@ from pathlib import Path
 from avadios import devnet
 from avadios.ledger.client import ledger_stub
 from avadios.ledger.wallet import ChainTip, Wallet, load_wallet
-from avadios.transport import NatsChannel, Stub, connect
+from avadios.transport import NatsChannel, connect
 from avadios.v1 import ledger_pb2
+from avadios.v1.ledger_nats import LedgerClient
 from bench.common import percentile
 
 SETTINGS = {"ping_interval_s": 1.0, "dht_rpc_timeout_s": 1.0, "dead_after_failures": 2}
 CONFIRMED = ledger_pb2.BLOCK_STATUS_CONFIRMED
 
 
-async def _tip(stub: Stub, wallet: Wallet) -> tuple[ChainTip, bytes]:
+async def _tip(stub: LedgerClient, wallet: Wallet) -> tuple[ChainTip, bytes]:
     r = await stub.GetAccount(ledger_pb2.LedgerAccountRequest(account=wallet.account))
     return ChainTip(r.head or bytes(32), r.confirmed_height, r.balance, r.head_timestamp_ms), r.network
 
 
-async def _everywhere(stubs: list[Stub], account: bytes, digest: bytes) -> None:
+async def _everywhere(stubs: list[LedgerClient], account: bytes, digest: bytes) -> None:
     for stub in stubs:
         while True:  # polled: a replica has no "tell me when" call, and a 1 ms poll adds at most that
             if (await stub.GetAccount(ledger_pb2.LedgerAccountRequest(account=account))).head == digest:
@@ -38,7 +39,13 @@ async def _everywhere(stubs: list[Stub], account: bytes, digest: bytes) -> None:
 
 
 async def _sender(
-    index: int, stubs: list[Stub], wallet: Wallet, to: bytes, count: int, local: list[float], everywhere: list[float]
+    index: int,
+    stubs: list[LedgerClient],
+    wallet: Wallet,
+    to: bytes,
+    count: int,
+    local: list[float],
+    everywhere: list[float],
 ) -> None:
     mine, others = stubs[index], [s for i, s in enumerate(stubs) if i != index]
     for _ in range(count):
@@ -84,9 +91,7 @@ async def measure(nodes: list[devnet.DevnetNode], transfers: int, parallel: int)
                 f"{name}: p50 {percentile(ms, 50):.1f} ms, p95 {percentile(ms, 95):.1f} ms, "
                 f"max {max(ms):.1f} ms, mean {statistics.fmean(ms):.1f} ms (n={len(ms)})"
             )
-        print(
-            f"{len(local)} transfers in {elapsed:.1f} s ({len(local) / elapsed:.1f}/s, {parallel} sender(s) at once)"
-        )
+        print(f"{len(local)} transfers in {elapsed:.1f} s ({len(local) / elapsed:.1f}/s, {parallel} sender(s) at once)")
     finally:
         for nc in clients:
             await nc.close()

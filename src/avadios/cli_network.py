@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import httpx
 from rich.table import Table
 
 from avadios import devnet
-from avadios.ledger.amount import parse_autom
+from avadios.cli_common import (
+    EXIT_USAGE,
+    Commands,
+    add_command,
+    config_of,
+    console,
+    emit_json,
+    node_client,
+    not_running,
+)
+from avadios.ledger.amount import format_autom, parse_autom
 from avadios.ledger.errors import LedgerError
-
-
-def _cli() -> ModuleType:
-    # avadios.cli imports this module to register the commands; import it back only when a command runs.
-    return importlib.import_module("avadios.cli")
+from avadios.supervisor import read_node_file
 
 
 def _ago(unix: int) -> str:
@@ -31,23 +35,22 @@ def _ago(unix: int) -> str:
 
 def _call(args: argparse.Namespace, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
     """Call the running node's HTTP API; (exit code, JSON body or None)."""
-    cli = _cli()
-    config = cli._config(args)
-    if cli.read_node_file(config) is None:
-        return cli._not_running(config, args.json), None
-    client, _ = cli._client(config, timeout=60.0)
+    config = config_of(args)
+    if read_node_file(config) is None:
+        return not_running(config, args.json), None
+    client, _ = node_client(config, timeout=60.0)
     with client:
         try:
             reply = client.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
-            cli.console.print(f"[red]error:[/] the node's API did not answer: {exc}")
+            console.print(f"[red]error:[/] the node's API did not answer: {exc}")
             return 1, None
     body = reply.json()
     if reply.status_code != 200:
         if args.json:
-            cli._emit_json(body)
+            emit_json(body)
         else:
-            cli.console.print(f"[red]error {reply.status_code}:[/] {body['error']['message']}")
+            console.print(f"[red]error {reply.status_code}:[/] {body['error']['message']}")
         return 1, None
     return 0, body
 
@@ -56,31 +59,30 @@ def _call(args: argparse.Namespace, method: str, path: str, **kwargs: Any) -> tu
 
 
 def cmd_peers(args: argparse.Namespace) -> int:
-    cli = _cli()
     if args.action == "add":
         if not args.target:
-            cli.console.print("[red]error:[/] name the peer: avadios peers add /ip4/H/tcp/P[/p2p/NODE_ID]")
-            return cli.EXIT_USAGE
+            console.print("[red]error:[/] name the peer: avadios peers add /ip4/H/tcp/P[/p2p/NODE_ID]")
+            return EXIT_USAGE
         code, body = _call(args, "POST", "/api/peers", json={"multiaddr": args.target})
     elif args.action == "remove":
         if not args.target:
-            cli.console.print("[red]error:[/] name the peer: avadios peers remove NODE_ID")
-            return cli.EXIT_USAGE
+            console.print("[red]error:[/] name the peer: avadios peers remove NODE_ID")
+            return EXIT_USAGE
         code, body = _call(args, "DELETE", f"/api/peers/{args.target}")
     else:
         code, body = _call(args, "GET", "/api/peers")
     if body is None:
         return code
     if args.json:
-        cli._emit_json(body)
+        emit_json(body)
         return 0
     if args.action in ("add", "remove"):
         verb = "added" if args.action == "add" else "removed"
-        cli.console.print(f"{verb} bootstrap peer [bold]{body['node_id']}[/]")
+        console.print(f"{verb} bootstrap peer [bold]{body['node_id']}[/]")
         for addr in body["bootstrap"]:
-            cli.console.print(f"  {addr}")
+            console.print(f"  {addr}")
         return 0
-    cli.console.print(f"node [bold]{body['node_id']}[/]  DHT {body['dht_address']}")
+    console.print(f"node [bold]{body['node_id']}[/]  DHT {body['dht_address']}")
     table = Table("node id", "addresses", "RTT", "reliability", "models", "price /1k tok", "last seen")
     for p in body["peers"]:
         table.add_row(
@@ -92,7 +94,7 @@ def cmd_peers(args: argparse.Namespace) -> int:
             f"{p['price_micro_autom_per_1k']} µAUTOM",
             _ago(p["last_seen_unix"]),
         )
-    cli.console.print(table)
+    console.print(table)
     return 0
 
 
@@ -100,15 +102,14 @@ def cmd_peers(args: argparse.Namespace) -> int:
 
 
 def cmd_route(args: argparse.Namespace) -> int:
-    cli = _cli()
     code, body = _call(args, "GET", f"/api/route/{args.model}")
     if body is None:
         return code
     if args.json:
-        cli._emit_json(body)
+        emit_json(body)
         return 0
-    cli.console.print(f"providers of [bold]{body['model']}[/], best first")
-    cli.console.print(f"[dim]{body['formula']}[/]")
+    console.print(f"providers of [bold]{body['model']}[/], best first")
+    console.print(f"[dim]{body['formula']}[/]")
     table = Table("#", "node id", "score", "RTT", "reliability", "price /1k tok", "load", "why")
     for i, c in enumerate(body["ranked"], 1):
         parts = c["parts"]
@@ -128,7 +129,40 @@ def cmd_route(args: argparse.Namespace) -> int:
         )
     for c in body["excluded"]:
         table.add_row("-", c["node_id"][:16] + "…", "", "", f"{c['reliability']:.2f}", "", "", c["excluded"])
-    cli.console.print(table)
+    console.print(table)
+    return 0
+
+
+# ---- jobs -----------------------------------------------------------------------------------------------
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    code, body = _call(args, "GET", "/api/jobs", params={"limit": args.limit})
+    if body is None:
+        return code
+    if args.json:
+        emit_json(body)
+        return 0
+    table = Table("job", "model", "verdict", "paid", "providers: outcome (score) paid", "time", "blocks")
+    for job in body["jobs"]:
+        providers = "\n".join(
+            f"{p['node_id'][:12]}… {p['outcome']}"
+            + (f" ({p['score']:.3f})" if p["score"] else "")
+            + (f" {format_autom(p['paid_micro'])}" if p["paid_micro"] else "")
+            + (f": {p['reason'][:60]}" if p["reason"] else "")
+            for p in job["providers"]
+        )
+        settle = job["settle"][:12] or (f"refund at {job['refund_at_unix_ms']}" if job["refund_at_unix_ms"] else "-")
+        table.add_row(
+            job["job_id"][:12] + "…",
+            job["model"],
+            job["verdict"][:60],
+            format_autom(job["cost_micro"]),
+            providers,
+            f"{job['duration_ms'] / 1000:.1f} s",
+            f"hold {job['hold'][:12]}\nsettle {settle}",
+        )
+    console.print(table)
     return 0
 
 
@@ -152,19 +186,19 @@ def _settings(pairs: list[str] | None) -> dict[str, Any]:
 
 
 def cmd_devnet(args: argparse.Namespace) -> int:
-    cli = _cli()
     directory = Path(args.dir).expanduser().resolve()
     try:
         if args.action == "up":
-            with cli.console.status(f"starting {args.nodes} nodes in {directory}…"):
+            with console.status(f"starting {args.nodes} nodes in {directory}…"):
                 model = Path(args.model) if args.model else None
-                devnet.up(directory, args.nodes, model, _settings(args.set), parse_autom(args.fund))
+                liars = devnet.parse_liars(args.liars or "", args.nodes)
+                devnet.up(directory, args.nodes, model, _settings(args.set), parse_autom(args.fund), liars)
         elif args.action == "down":
             devnet.down(directory)
         elif args.action in ("stop", "start"):
             if args.node is None:
-                cli.console.print(f"[red]error:[/] devnet {args.action} needs --node I")
-                return cli.EXIT_USAGE
+                console.print(f"[red]error:[/] devnet {args.action} needs --node I")
+                return EXIT_USAGE
             node = devnet.node_of(directory, args.node)
             if args.action == "stop":
                 devnet.stop(node, kill=args.kill)
@@ -172,30 +206,38 @@ def cmd_devnet(args: argparse.Namespace) -> int:
                 devnet.start(node)
                 devnet.wait_healthy([node])
     except devnet.DevnetError as exc:
-        cli.console.print(f"[red]error:[/] {exc}")
+        console.print(f"[red]error:[/] {exc}")
         return 1
     except LedgerError as exc:
-        cli.console.print(f"[red]error:[/] {exc.message}")
-        return cli.EXIT_USAGE
+        console.print(f"[red]error:[/] {exc.message}")
+        return EXIT_USAGE
     if args.action == "down":
         if args.json:
-            cli._emit_json({"stopped": str(directory)})
+            emit_json({"stopped": str(directory)})
         return 0
     rows = devnet.status(directory)
     if args.json:
-        cli._emit_json({"dir": str(directory), "nodes": rows})
+        emit_json({"dir": str(directory), "nodes": rows})
         return 0
-    table = Table("node", "node id", "API", "P2P multiaddr", "wallet", "health", "home")
+    table = Table("node", "node id", "API", "P2P multiaddr", "wallet", "health", "lies", "home")
     for r in rows:
         health = r["health"] if r["health"] != "ok" else f"ok, discovery {r['discovery']}"
         wallet = (r["wallet"] or "-")[:20] + "…"
-        table.add_row(str(r["index"]), r["node_id"][:16] + "…", r["api_url"], r["p2p"], wallet, health, r["home"])
-    cli.console.print(table)
+        table.add_row(
+            str(r["index"]),
+            r["node_id"][:16] + "…",
+            r["api_url"],
+            r["p2p"],
+            wallet,
+            health,
+            r["fault"] or "-",
+            r["home"],
+        )
+    console.print(table)
     return 0
 
 
-def register(commands: Any) -> None:
-    add_command = _cli().add_command
+def register(commands: Commands) -> None:
     peers = add_command(commands, "peers", cmd_peers, "list known peers, or add/remove a bootstrap peer", True)
     peers.add_argument("action", nargs="?", choices=["list", "add", "remove"], default="list")
     peers.add_argument("target", nargs="?", help="add: a multiaddr /ip4/H/tcp/P[/p2p/ID]; remove: a node id")
@@ -216,3 +258,14 @@ def register(commands: Any) -> None:
     dev.add_argument(
         "--set", action="append", metavar="KEY=VALUE", help="up: a config.toml setting for every node (repeatable)"
     )
+    dev.add_argument(
+        "--liars",
+        default=None,
+        metavar="KIND:N,…",
+        help="up (test knob): the last nodes lie as providers, e.g. random:1,wrong-model:1 "
+        "(kinds: random, wrong-model, truncated, copy, cached, fake-logprobs)",
+    )
+    jobs = add_command(
+        commands, "jobs", cmd_jobs, "recent network requests: providers, scores, verdicts, payments", True
+    )
+    jobs.add_argument("--limit", type=int, default=20, help="how many (default 20, newest first)")

@@ -8,12 +8,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from avadios.config import NodeConfig, load_config
+from avadios.cli_common import (
+    EXIT_ERROR,
+    EXIT_USAGE,
+    Commands,
+    add_command,
+    config_of,
+    console,
+    emit_json,
+    not_running,
+)
+from avadios.config import NodeConfig
 from avadios.errors import AvadiosError
 from avadios.ledger.address import decode_address, encode_address
 from avadios.ledger.amount import format_autom, parse_autom
@@ -21,39 +30,23 @@ from avadios.ledger.client import WalletClient, account_json, ledger_stub
 from avadios.ledger.errors import LedgerError
 from avadios.ledger.wallet import create_wallet, load_wallet, new_mnemonic
 from avadios.supervisor import read_node_file
-from avadios.transport import NatsChannel, Stub, connect
+from avadios.transport import NatsChannel, connect
 from avadios.v1 import ledger_pb2
+from avadios.v1.ledger_nats import LedgerClient
 
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-EXIT_NOT_RUNNING = 3
 T = TypeVar("T")
-
-
-def _emit(data: object) -> None:
-    sys.stdout.write(json.dumps(data, indent=2) + "\n")
-
-
-def _console() -> Any:
-    from avadios.cli import console
-
-    return console
 
 
 def _fail(args: argparse.Namespace, exc: AvadiosError, code: int = EXIT_ERROR) -> int:
     reason = exc.reason if isinstance(exc, LedgerError) else exc.code.name.lower()
     if getattr(args, "json", False):
-        _emit({"error": {"message": exc.message, "reason": reason, "code": exc.code.name}})
+        emit_json({"error": {"message": exc.message, "reason": reason, "code": exc.code.name}})
     else:
-        _console().print(f"[red]error:[/] {exc.message}")
+        console.print(f"[red]error:[/] {exc.message}")
     return code
 
 
-def _config(args: argparse.Namespace) -> NodeConfig:
-    return load_config({"home": args.home})
-
-
-async def _call(config: NodeConfig, body: Callable[[Stub], Awaitable[T]]) -> T:
+async def _call(config: NodeConfig, body: Callable[[LedgerClient], Awaitable[T]]) -> T:
     state = read_node_file(config)
     assert state is not None
     nc = await connect(state["nats_url"], "avadios-cli")
@@ -63,13 +56,11 @@ async def _call(config: NodeConfig, body: Callable[[Stub], Awaitable[T]]) -> T:
         await nc.close()
 
 
-def _run(args: argparse.Namespace, body: Callable[[Stub], Awaitable[T]]) -> T | int:
+def _run(args: argparse.Namespace, body: Callable[[LedgerClient], Awaitable[T]]) -> T | int:
     """Run `body` against the running node's ledger; an int result is an exit status already reported."""
-    config = _config(args)
+    config = config_of(args)
     if read_node_file(config) is None:
-        from avadios.cli import _not_running
-
-        return _not_running(config, args.json)
+        return not_running(config, args.json)
     try:
         return asyncio.run(_call(config, body))
     except AvadiosError as exc:
@@ -81,7 +72,7 @@ def _show(args: argparse.Namespace, result: T | int, for_people: Callable[[T], N
     if isinstance(result, int):
         return result
     if args.json:
-        _emit(result)
+        emit_json(result)
     else:
         for_people(result)
     return 0
@@ -91,16 +82,15 @@ def _show(args: argparse.Namespace, result: T | int, for_people: Callable[[T], N
 
 
 def cmd_wallet_new(args: argparse.Namespace) -> int:
-    config = _config(args)
+    config = config_of(args)
     try:
         words = sys.stdin.read() if args.restore else new_mnemonic()
         wallet = create_wallet(config.home, words)
     except LedgerError as exc:
         return _fail(args, exc, EXIT_USAGE)
     if args.json:
-        _emit({"address": wallet.address, **({} if args.restore else {"mnemonic": words})})
+        emit_json({"address": wallet.address, **({} if args.restore else {"mnemonic": words})})
         return 0
-    console = _console()
     if not args.restore:
         console.print("[bold]Your wallet's recovery phrase[/] (shown once; write it down and keep it offline):")
         print(words)
@@ -110,18 +100,18 @@ def cmd_wallet_new(args: argparse.Namespace) -> int:
 
 def cmd_wallet_address(args: argparse.Namespace) -> int:
     try:
-        wallet = load_wallet(_config(args).home)
+        wallet = load_wallet(config_of(args).home)
     except LedgerError as exc:
         return _fail(args, exc, EXIT_USAGE)
     if args.json:
-        _emit({"address": wallet.address, "public_key": wallet.account.hex()})
+        emit_json({"address": wallet.address, "public_key": wallet.account.hex()})
     else:
         print(wallet.address)
     return 0
 
 
-def _wallet_client(args: argparse.Namespace, stub: Stub) -> WalletClient:
-    return WalletClient(stub, load_wallet(_config(args).home))
+def _wallet_client(args: argparse.Namespace, stub: LedgerClient) -> WalletClient:
+    return WalletClient(stub, load_wallet(config_of(args).home))
 
 
 def cmd_wallet_balance(args: argparse.Namespace) -> int:
@@ -144,7 +134,7 @@ def cmd_wallet_send(args: argparse.Namespace) -> int:
     if isinstance(result, int):
         return result
     if args.json:
-        _emit({**result.to_json(), "to": args.address, "amount": amount})
+        emit_json({**result.to_json(), "to": args.address, "amount": amount})
     else:
         state = "confirmed" if result.confirmed else "submitted, not confirmed yet"
         print(f"sent {format_autom(amount)} AUTOM to {args.address}: {state} (block {result.hash.hex()})")
@@ -152,7 +142,7 @@ def cmd_wallet_send(args: argparse.Namespace) -> int:
 
 
 def cmd_wallet_receive(args: argparse.Namespace) -> int:
-    async def body(stub: Stub) -> dict[str, int]:
+    async def body(stub: LedgerClient) -> dict[str, int]:
         # a dict, not the bare count: `_run` takes an int result for an exit status already reported
         return {"received": await _wallet_client(args, stub).receive_all()}
 
@@ -178,7 +168,7 @@ def cmd_ledger_account(args: argparse.Namespace) -> int:
     except LedgerError as exc:
         return _fail(args, exc, EXIT_USAGE)
 
-    async def body(stub: Stub) -> dict[str, Any]:
+    async def body(stub: LedgerClient) -> dict[str, Any]:
         return account_json(await stub.GetAccount(ledger_pb2.LedgerAccountRequest(account=account)))
 
     def for_people(result: dict[str, Any]) -> None:
@@ -210,7 +200,7 @@ def status_json(reply: ledger_pb2.LedgerStatusReply) -> dict[str, Any]:
 
 
 def cmd_ledger_status(args: argparse.Namespace) -> int:
-    async def body(stub: Stub) -> dict[str, Any]:
+    async def body(stub: LedgerClient) -> dict[str, Any]:
         return status_json(await stub.GetStatus(ledger_pb2.LedgerStatusRequest()))
 
     def for_people(result: dict[str, Any]) -> None:
@@ -229,9 +219,7 @@ def cmd_ledger_status(args: argparse.Namespace) -> int:
 # ---- registration -------------------------------------------------------------------------------------------
 
 
-def register(commands: Any) -> None:
-    from avadios.cli import add_command
-
+def register(commands: Commands) -> None:
     wallet = commands.add_parser("wallet", help="this home's AUTOM wallet", description="this home's AUTOM wallet")
     sub = wallet.add_subparsers(dest="wallet_command", required=True, metavar="COMMAND")
     new = add_command(sub, "new", cmd_wallet_new, "create a wallet: a 24-word recovery phrase, shown once", True)

@@ -13,7 +13,18 @@ from avadios import multiaddr
 
 ENV_PREFIX = "AVADIOS_"
 CONFIG_FILE = "config.toml"
-SERVICES = ("cache", "ledger", "inference", "discovery", "gateway")  # start order: the gateway last, to find the others
+# Every service of a node, in start order (the gateway last, to find the others). The one list: the supervisor,
+# the container probe and the replica settings all read it.
+SERVICES = ("cache", "ledger", "inference", "discovery", "verifier", "gateway")
+# Services that may run as several processes (their NATS queue group shares the work); every other one owns a
+# port or a RocksDB and runs as a single process.
+SCALABLE_SERVICES = frozenset({"inference"})
+NETWORK_TIERS = ("auto", "never", "always")
+# The devnet_fault test knob: the kinds of lying provider (avadios.services.verifier.liars makes each), and the
+# file `avadios devnet` writes into each of its homes, without which a node refuses the knob.
+DEVNET_FAULTS = ("random", "wrong-model", "truncated", "copy", "cached", "fake-logprobs")
+DEVNET_MARKER = "devnet-node"
+MAX_NETWORK_REPLICAS = 16  # a hold names at most 32 payees; a score job carries at most 16 results
 
 
 def default_home() -> Path:
@@ -21,14 +32,17 @@ def default_home() -> Path:
 
 
 def parse_replicas(text: str) -> dict[str, int]:
-    """Parse "inference=2,cache=1" (also accepts repeated values joined by commas)."""
+    """Parse "inference=2" (several settings may be joined by commas)."""
     replicas: dict[str, int] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, sep, count = part.partition("=")
         if not sep or name not in SERVICES:
             raise ValueError(f"bad replica setting {part!r}: expected SERVICE=N with SERVICE in {', '.join(SERVICES)}")
-        if name in ("cache", "ledger", "discovery", "gateway"):
-            raise ValueError(f"{name} runs as a single process (it owns a port or a RocksDB); only inference scales")
+        if name not in SCALABLE_SERVICES:
+            raise ValueError(
+                f"{name} runs as a single process (it owns a port or a RocksDB); "
+                f"only {', '.join(sorted(SCALABLE_SERVICES))} scales"
+            )
         try:
             n = int(count)
         except ValueError:
@@ -69,7 +83,7 @@ class NodeConfig:
     # Multiaddrs to join through: /ip4/H/tcp/P, optionally followed by /p2p/<node id> (comma-separated in env).
     bootstrap: tuple[str, ...] = ()
     price_micro_autom_per_1k: int = 100
-    # Routing score weights and the reliability below which a peer gets no work (services/discovery/routing.py).
+    # Routing score weights and the reliability below which a peer gets no work (avadios.services.discovery.routing).
     route_weight_rtt: float = 0.3
     route_weight_reliability: float = 0.4
     route_weight_price: float = 0.2
@@ -85,6 +99,23 @@ class NodeConfig:
     ledger_online_window_s: float = 60.0
     # Tests only: delay every P2P reply by this much, to give one node a larger RTT than another.
     p2p_test_delay_ms: int = 0
+    # Paid network inference (avadios.services.verifier). "auto": a model this node does not hold goes to the
+    # network; "never": nothing leaves the node; "always": every request not answered from tier 0 goes there.
+    network_tier: str = "auto"
+    network_replicas: int = 3  # providers asked per request; a strict majority of them must agree
+    network_max_price_micro: int = 50_000  # the most one request may cost, micro-AUTOM (0.05 AUTOM)
+    network_hold_s: float = 120.0  # how long a request's hold binds (a failed request's refund waits for it)
+    network_timeout_s: float = 60.0  # how long the providers have to answer
+    provider_check_hold: bool = True  # a provider works only for a confirmed hold that names it
+    # Adaptive replication: a provider with this many verified answers in a row may answer a request alone, and
+    # such a request is still verified at network_spot_check_rate. 0 = always ask network_replicas.
+    network_trusted_streak: int = 0
+    network_spot_check_rate: float = 0.1
+    # The running node claims payments its wallet receives (settlements, transfers) this often; 0 = never.
+    wallet_auto_receive_s: float = 2.0
+    # Devnet/test knob, refused outside a devnet: this node lies as a provider ("random", "wrong-model",
+    # "truncated", "copy", "cached", "fake-logprobs"; src/avadios/services/verifier/liars.py). Off: "".
+    devnet_fault: str = ""
 
     @property
     def effective_nats_url(self) -> str:
@@ -177,6 +208,16 @@ _TYPES: dict[str, type] = {
     "p2p_max_body_bytes": int,
     "p2p_test_delay_ms": int,
     "ledger_online_window_s": float,
+    "network_tier": str,
+    "network_replicas": int,
+    "network_max_price_micro": int,
+    "network_hold_s": float,
+    "network_timeout_s": float,
+    "provider_check_hold": bool,
+    "network_trusted_streak": int,
+    "network_spot_check_rate": float,
+    "wallet_auto_receive_s": float,
+    "devnet_fault": str,
 }
 
 
@@ -217,6 +258,21 @@ def _check_ports(config: NodeConfig) -> None:
         raise ValueError("ledger_online_window_s must be positive")
     if config.inference_replicas < 1:
         raise ValueError("inference_replicas must be at least 1")
+    if config.devnet_fault and config.devnet_fault not in DEVNET_FAULTS:
+        raise ValueError(f"devnet_fault must be one of {', '.join(DEVNET_FAULTS)}, not {config.devnet_fault!r}")
+    if config.network_tier not in NETWORK_TIERS:
+        raise ValueError(f"network_tier must be one of {', '.join(NETWORK_TIERS)}, not {config.network_tier!r}")
+    if not 1 <= config.network_replicas <= MAX_NETWORK_REPLICAS:
+        raise ValueError(f"network_replicas must be 1 to {MAX_NETWORK_REPLICAS}")
+    if config.network_max_price_micro < 0:
+        raise ValueError("network_max_price_micro must not be negative")
+    if not 0.0 <= config.network_spot_check_rate <= 1.0:
+        raise ValueError("network_spot_check_rate must be within 0..1")
+    if config.network_timeout_s <= 0 or config.wallet_auto_receive_s < 0:
+        raise ValueError("network_timeout_s must be positive and wallet_auto_receive_s not negative")
+    if config.network_hold_s < config.network_timeout_s + 10:
+        # a provider works only for a hold that binds its holder for as long as the work may take
+        raise ValueError("network_hold_s must be at least network_timeout_s + 10")
 
 
 def with_replicas(config: NodeConfig, replicas: Mapping[str, int]) -> NodeConfig:

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from typing import Any
 import httpx
 
 from avadios import identity
-from avadios.config import CONFIG_FILE
+from avadios.config import CONFIG_FILE, DEVNET_FAULTS, DEVNET_MARKER
 from avadios.ledger.address import encode_address
 from avadios.ledger.amount import Micro
 from avadios.ledger.genesis import DEVNET_BALANCE, GENESIS_FILE, devnet_genesis, save_genesis
@@ -31,6 +32,7 @@ from avadios.supervisor import NODE_FILE
 
 STATE_FILE = "devnet.json"
 MODEL_NAME = "devnet-tiny"
+LIAR_MODEL_NAME = "devnet-liar"  # a wrong-model liar's second model (another random tiny GGUF)
 HEALTH_TIMEOUT_S = 180.0
 STOP_TIMEOUT_S = 20.0
 
@@ -159,6 +161,11 @@ def create_node(
         **settings,
     }
     (home / CONFIG_FILE).write_text("".join(f"{k} = {_toml_value(v)}\n" for k, v in config.items()))
+    (home / DEVNET_MARKER).write_text("this home belongs to an `avadios devnet`: its test knobs are allowed\n")
+    if config.get("devnet_fault") == "wrong-model":
+        from avadios.testing.tiny_gguf import write_tiny_gguf
+
+        write_tiny_gguf(home / "models" / f"{LIAR_MODEL_NAME}.gguf", seed=7 + index)
     node_id = identity.load_or_create(home).node_id
     _wallet(home)
     if (directory / GENESIS_FILE).exists():  # a node added later joins the devnet's network (not a representative)
@@ -216,7 +223,7 @@ def health(node: DevnetNode, timeout: float = 2.0) -> dict[str, Any]:
 
 def healthy(node: DevnetNode) -> bool:
     h = health(node)
-    return h["status"] == "ok" and h["discovery"] == "serving"
+    return bool(h["status"] == "ok" and h["discovery"] == "serving")
 
 
 def wait_healthy(nodes: list[DevnetNode], timeout: float = HEALTH_TIMEOUT_S) -> None:
@@ -232,8 +239,28 @@ def wait_healthy(nodes: list[DevnetNode], timeout: float = HEALTH_TIMEOUT_S) -> 
         time.sleep(0.25)
 
 
+def parse_liars(text: str, count: int) -> dict[int, str]:
+    """"random:1,wrong-model:1" -> which node lies how: the kinds, in the order given, go to the devnet's last
+    nodes (of 5 nodes: node 4 random, node 5 wrong-model), so node 1, which a devnet bootstraps from, is honest."""
+    kinds: list[str] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        kind, _, number = part.partition(":")
+        if kind not in DEVNET_FAULTS or not number.isdigit() or int(number) < 1:
+            raise DevnetError(f"bad --liars {part!r}: expected KIND:N with KIND one of {', '.join(DEVNET_FAULTS)}")
+        kinds += [kind] * int(number)
+    if len(kinds) >= count:
+        raise DevnetError(f"{len(kinds)} liars among {count} nodes: at least one node must be honest")
+    first = count - len(kinds) + 1
+    return {first + i: kind for i, kind in enumerate(kinds)}
+
+
 def up(
-    directory: Path, count: int, model: Path | None, settings: dict[str, Any], fund: Micro = DEVNET_BALANCE
+    directory: Path,
+    count: int,
+    model: Path | None,
+    settings: dict[str, Any],
+    fund: Micro = DEVNET_BALANCE,
+    liars: dict[int, str] | None = None,
 ) -> list[DevnetNode]:
     directory = directory.resolve()
     directory.mkdir(parents=True, exist_ok=True)
@@ -248,7 +275,9 @@ def up(
     nodes: list[DevnetNode] = []
     for index in range(1, count + 1):
         bootstrap = [nodes[-1].multiaddr] if nodes else []
-        nodes.append(create_node(directory, index, model.resolve(), bootstrap, settings))
+        fault = (liars or {}).get(index)
+        node_settings = {**settings, "devnet_fault": fault} if fault else settings
+        nodes.append(create_node(directory, index, model.resolve(), bootstrap, node_settings))
     write_genesis(directory, nodes, fund)
     _save(directory, nodes)
     for node in nodes:
@@ -298,6 +327,13 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _fault_of(node: DevnetNode) -> str:
+    """How the node lies as a provider ("" for an honest one), from its config.toml."""
+    with contextlib.suppress(OSError, ValueError), (Path(node.home) / CONFIG_FILE).open("rb") as f:
+        return str(tomllib.load(f).get("devnet_fault", ""))
+    return ""
+
+
 def down(directory: Path) -> None:
     for node in load(directory):
         stop(node)
@@ -318,6 +354,7 @@ def status(directory: Path) -> list[dict[str, Any]]:
                 "wallet": wallet_address(node) if wallet_path(Path(node.home)).exists() else None,
                 "dht": f"/ip4/127.0.0.1/udp/{node.dht_port}",
                 "running": running,
+                "fault": _fault_of(node),
                 "health": h["status"],
                 "discovery": h["discovery"],
             }

@@ -6,9 +6,11 @@ import grpc
 
 
 class AvadiosError(Exception):
-    """An error a caller can act on; `code` says which kind, the message says why."""
+    """An error a caller can act on; `code` says which kind, the message says why, and `reason`, where a domain
+    names its errors (the ledger does), is a stable slug for scripts (HTTP sends it as the error's `code`)."""
 
     code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+    reason: str | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -17,6 +19,10 @@ class AvadiosError(Exception):
 
 class InvalidArgument(AvadiosError):
     code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class Unauthenticated(AvadiosError):
+    code = grpc.StatusCode.UNAUTHENTICATED
 
 
 class NotFound(AvadiosError):
@@ -44,9 +50,10 @@ class PayloadTooLarge(AvadiosError):
 class RpcError(AvadiosError):
     """An error status received from a remote method."""
 
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+    def __init__(self, code: grpc.StatusCode, message: str, reason: str | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.reason = reason
 
     def __str__(self) -> str:
         return f"{self.code.name}: {self.message}"
@@ -62,13 +69,42 @@ _HTTP_STATUS = {
     grpc.StatusCode.ALREADY_EXISTS: 409,
     grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
     grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.ABORTED: 502,  # the network's providers did not agree on an answer
     grpc.StatusCode.UNAVAILABLE: 503,
     grpc.StatusCode.DEADLINE_EXCEEDED: 504,
 }
 
 
+class PaymentRequired(AvadiosError):
+    """A network request that cannot be paid for: no provider within the price cap, or too little AUTOM to hold
+    its price. Refused before any AUTOM moves (HTTP 402)."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+# Reasons a network request's refusal carries when it cannot be paid for; the gateway's network tier turns a
+# refusal with one of these back into PaymentRequired (a wallet's own send stays a plain 400).
+PAYMENT_REASONS = frozenset({"no_provider", "insufficient_funds"})
+
+
 def http_status(code: grpc.StatusCode) -> int:
     return _HTTP_STATUS.get(code, 500)
+
+
+def http_status_of(exc: AvadiosError) -> int:
+    """The HTTP status of an error: its code's, except that a message too large to carry is 413, not 429 (busy).
+    A PayloadTooLarge raised in another process arrives as a RESOURCE_EXHAUSTED status that says "max payload"."""
+    if isinstance(exc, PayloadTooLarge) or (
+        exc.code is grpc.StatusCode.RESOURCE_EXHAUSTED and "max payload" in exc.message
+    ):
+        return 413
+    if isinstance(exc, PaymentRequired):
+        return 402
+    return http_status(exc.code)
 
 
 def status_code_from_value(value: int) -> grpc.StatusCode:

@@ -55,3 +55,22 @@ def parse(text: str) -> Multiaddr:
             raise ValueError(f"bad multiaddr {text!r}: only /p2p/<node id: 64 hex digits> may follow the port")
         node_id = rest[1]
     return Multiaddr(str(ip), int(port_text), transport, node_id)
+
+
+def parse_tcp(text: str) -> Multiaddr:
+    """Parse a peer's P2P address (/ip4/H/tcp/P[/p2p/ID]), or raise ValueError saying what is wrong with it."""
+    addr = parse(text)
+    if addr.transport != "tcp":
+        raise ValueError(f"{text} is not a P2P (tcp) address")
+    return addr
+
+
+def first_tcp(addresses: list[str] | tuple[str, ...], node_id: str) -> Multiaddr | None:
+    """The first P2P address among a peer's advertised ones, pinned to `node_id`; None when it has none."""
+    for text in addresses:
+        try:
+            addr = parse_tcp(text)
+        except ValueError:
+            continue
+        return addr if addr.node_id else addr.with_node_id(node_id)
+    return None

@@ -25,12 +25,12 @@ import urllib.request
 import nats
 from nats.aio.msg import Msg
 
-from avadios.config import load_config
+from avadios.config import SERVICES, load_config
 from avadios.runtime import HEARTBEAT_INTERVAL_S, HEARTBEAT_SUBJECT
 from avadios.v1 import common_pb2
 
-NATS_SERVICES = ("inference", "cache", "ledger", "discovery")
-HTTP_SERVICES = ("gateway", "nats")
+HTTP_SERVICES = ("gateway", "nats")  # judged by HTTP; every other service of the node by its heartbeat
+NATS_SERVICES = tuple(s for s in SERVICES if s not in HTTP_SERVICES)
 Status = common_pb2.HealthReply.Status
 
 

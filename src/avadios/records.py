@@ -1,9 +1,11 @@
-"""Signed, versioned, expiring records that other nodes store: sign, validate, strip (see STYLE.md).
+"""Signed, versioned, expiring records that other nodes store: signed on store, validated at every door.
 
 A record is valid when its Ed25519 signature covers (domain tag, key, owner key, seq, expiry, BLAKE3 of the
 payload), it has not expired, it does not expire absurdly far ahead, its key belongs to its owner
 (profile/<node id of the owner>) or, for provider sets, its entry names its owner, and it fits the size limit.
-Validators raise `RecordRefused` (a ValueError) with a reason a person can read.
+Validators raise `RecordRefused` (a ValueError) with a reason a person can read. As in hivemind's DHT
+validators, a record is checked both when a peer asks us to store it and when a lookup returns it, so a value
+another node handed over is never used unchecked.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import struct
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 import blake3
 from google.protobuf.message import DecodeError
@@ -77,7 +80,7 @@ def sign_record(identity: Identity, key: str, payload: bytes, seq: int, ttl_s: f
 
 
 @dataclass(frozen=True, slots=True)
-class Checked:
+class VerifiedRecord:
     """A record that passed validation, with what its payload says."""
 
     record: discovery_pb2.SignedRecord
@@ -86,8 +89,56 @@ class Checked:
     provider: discovery_pb2.ProviderEntry | None = None
 
 
-def validate_record(record: discovery_pb2.SignedRecord, now: float | None = None) -> Checked:
-    """Return what the record says, or raise RecordRefused with the reason."""
+class NamespaceValidator(Protocol):
+    """What one record namespace ("profile/", "provider/", …) adds to the checks every record passes: its key
+    and payload rules. A new kind of record registers one of these; nothing else here changes."""
+
+    prefix: str
+
+    def validate(self, record: discovery_pb2.SignedRecord, owner_id: str) -> VerifiedRecord: ...
+
+
+class ProfileValidator:
+    """profile/<node id>: a node's own capability profile, signed by that node."""
+
+    prefix = PROFILE_PREFIX
+
+    def validate(self, record: discovery_pb2.SignedRecord, owner_id: str) -> VerifiedRecord:
+        if record.key != profile_key(owner_id):
+            raise RecordRefused(f"record {record.key!r} belongs to another node than its signer {owner_id[:16]}…")
+        try:
+            profile = discovery_pb2.CapabilityProfile.FromString(record.payload)
+        except DecodeError:
+            raise RecordRefused("profile payload is not a CapabilityProfile") from None
+        if profile.node_id != owner_id or profile.public_key != record.owner_key:
+            raise RecordRefused("profile names another node than its signer")
+        return VerifiedRecord(record, owner_id, profile=profile)
+
+
+class ProviderValidator:
+    """provider/<model>: one signed entry per provider of a model, each naming its signer."""
+
+    prefix = PROVIDER_PREFIX
+
+    def validate(self, record: discovery_pb2.SignedRecord, owner_id: str) -> VerifiedRecord:
+        try:
+            entry = discovery_pb2.ProviderEntry.FromString(record.payload)
+        except DecodeError:
+            raise RecordRefused("provider payload is not a ProviderEntry") from None
+        if entry.node_id != owner_id:
+            raise RecordRefused("provider entry names another node than its signer")
+        if provider_key(entry.model) != record.key:
+            raise RecordRefused(f"provider entry for {entry.model!r} stored under {record.key!r}")
+        return VerifiedRecord(record, owner_id, provider=entry)
+
+
+# One validator per record namespace, by the prefix its keys start with.
+VALIDATORS: dict[str, NamespaceValidator] = {v.prefix: v for v in (ProfileValidator(), ProviderValidator())}
+
+
+def validate_record(record: discovery_pb2.SignedRecord, now: float | None = None) -> VerifiedRecord:
+    """Return what the record says, or raise RecordRefused with the reason: first what every record must pass
+    (size, signature, expiry), then its namespace's own rules."""
     now = time.time() if now is None else now
     size = record.ByteSize()
     if size > MAX_RECORD_BYTES:
@@ -100,28 +151,11 @@ def validate_record(record: discovery_pb2.SignedRecord, now: float | None = None
         raise RecordRefused(f"record {record.key!r} expired {int(now - record.expires_unix)} s ago")
     if record.expires_unix > now + MAX_TTL_S:
         raise RecordRefused(f"record {record.key!r} expires more than {MAX_TTL_S} s ahead")
-    owner = node_id_for(record.owner_key)
-    if record.key.startswith(PROFILE_PREFIX):
-        if record.key != profile_key(owner):
-            raise RecordRefused(f"record {record.key!r} belongs to another node than its signer {owner[:16]}…")
-        try:
-            profile = discovery_pb2.CapabilityProfile.FromString(record.payload)
-        except DecodeError:
-            raise RecordRefused("profile payload is not a CapabilityProfile") from None
-        if profile.node_id != owner or profile.public_key != record.owner_key:
-            raise RecordRefused("profile names another node than its signer")
-        return Checked(record, owner, profile=profile)
-    if record.key.startswith(PROVIDER_PREFIX):
-        try:
-            entry = discovery_pb2.ProviderEntry.FromString(record.payload)
-        except DecodeError:
-            raise RecordRefused("provider payload is not a ProviderEntry") from None
-        if entry.node_id != owner:
-            raise RecordRefused("provider entry names another node than its signer")
-        if provider_key(entry.model) != record.key:
-            raise RecordRefused(f"provider entry for {entry.model!r} stored under {record.key!r}")
-        return Checked(record, owner, provider=entry)
-    raise RecordRefused(f"unknown record namespace in key {record.key!r}")
+    namespace, slash, _ = record.key.partition("/")
+    validator = VALIDATORS.get(namespace + slash)
+    if validator is None:
+        raise RecordRefused(f"unknown record namespace in key {record.key!r}")
+    return validator.validate(record, node_id_for(record.owner_key))
 
 
 def newer(candidate: discovery_pb2.SignedRecord, current: discovery_pb2.SignedRecord | None) -> bool:

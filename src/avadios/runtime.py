@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import logging
@@ -29,7 +30,8 @@ HEARTBEAT_INTERVAL_S = 1.0
 class Room(Protocol):
     """A service's own part: its servicer (None for the gateway, which serves HTTP) and its health."""
 
-    descriptor: ServiceDescriptor | None
+    @property
+    def descriptor(self) -> ServiceDescriptor | None: ...
 
     @property
     def servicer(self) -> object: ...
@@ -68,7 +70,7 @@ class ServiceContext:
             detail=detail,
             uptime_s=time.monotonic() - self.started,
             **fields,
-        )  # type: ignore[arg-type]
+        )
 
 
 RoomFactory = Callable[[ServiceContext], Awaitable[Room]]
@@ -138,7 +140,15 @@ async def serve(name: str, factory: RoomFactory) -> None:
         log.info("service stopped")
 
 
-def main(name: str, factory: RoomFactory) -> None:
+def main(name: str, factory: RoomFactory, argv: list[str] | None = None) -> None:
+    """A service's entry point (`python -m avadios.services.<name>`): no options of its own, only --help."""
+    parser = argparse.ArgumentParser(
+        prog=f"python -m avadios.services.{name}",
+        description=f"Run the {name} service of an AVADIOS node until SIGTERM. `avadios up` starts it (and every "
+        "other service); run by hand, it reads the same config: the home's config.toml and AVADIOS_* variables "
+        "(AVADIOS_HOME, AVADIOS_NATS_URL, ...), and connects to the node's NATS.",
+    )
+    parser.parse_args(argv)
     # Plain asyncio, not uvloop: grpc.aio (the gateway's P2P side) hangs on outgoing calls under uvloop here.
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(name, factory))

@@ -17,7 +17,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 import nats
@@ -42,8 +42,10 @@ from avadios.errors import (
 
 STATUS = "Avadios-Status"
 MESSAGE = "Avadios-Message"
+REASON = "Avadios-Reason"  # an error's stable slug (AvadiosError.reason), so callers in other processes keep it
 TIMEOUT_MS = "Avadios-Timeout-Ms"
 REQUEST_ID = "Avadios-Request-Id"
+PEER = "Avadios-Peer"  # the verified node id of the peer a request came from (set by the gateway's peer door)
 CANCEL = "Avadios-Cancel"
 CANCEL_PREFIX = "avadios.cancel."  # + a per-stream token; every server listens on one wildcard for all streams
 END = "Avadios-End"
@@ -51,6 +53,7 @@ OK = str(grpc.StatusCode.OK.value[0])
 NATS_NO_RESPONDERS = "503"
 
 log = logging.getLogger("avadios.transport")
+M = TypeVar("M", bound=Message)
 
 
 def subject_for(service: str, method: str) -> str:
@@ -96,6 +99,8 @@ class ServerContext:
         self._deadline = time.monotonic() + int(timeout_ms) / 1000 if timeout_ms else None
         self._cancelled = asyncio.Event()
         self.request_id = headers.get(REQUEST_ID, "")
+        # Set only on a body a peer sent through the gateway's door: who sent it, as the envelope proved.
+        self.peer = headers.get(PEER, "")
 
     def time_remaining(self) -> float | None:
         return None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
@@ -113,8 +118,10 @@ class ServerContext:
         raise RpcError(code, details)
 
 
-def _status_headers(code: grpc.StatusCode, message: str, end: bool) -> dict[str, str]:
+def _status_headers(code: grpc.StatusCode, message: str, end: bool, reason: str | None = None) -> dict[str, str]:
     headers = {STATUS: str(code.value[0])}
+    if reason:
+        headers[REASON] = reason
     if message:
         # Header values are one line; keep the reason readable and bounded.
         headers[MESSAGE] = " ".join(message.split())[:1000]
@@ -127,12 +134,12 @@ def _status_headers(code: grpc.StatusCode, message: str, end: bool) -> dict[str,
     return headers
 
 
-def _error_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+def _error_of(exc: BaseException) -> tuple[grpc.StatusCode, str, str | None]:
     if isinstance(exc, AvadiosError):
-        return exc.code, exc.message
+        return exc.code, exc.message, exc.reason
     if isinstance(exc, TimeoutError):
-        return grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded"
-    return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}"
+        return grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded", None
+    return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}", None
 
 
 def _message_class(descriptor: Any) -> type[Message]:
@@ -190,13 +197,13 @@ class NatsServer:
         # nats-py runs one subscription's callbacks one after another: each call gets its own task so a
         # long stream never holds up the next request.
         async def handle(request: Request) -> None:
-            task = asyncio.create_task(self._serve(method, request._msg))
+            task = asyncio.create_task(self._serve(method, request))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
         return handle
 
-    async def _serve(self, method: MethodDescriptor, msg: Msg) -> None:
+    async def _serve(self, method: MethodDescriptor, msg: Request) -> None:
         ctx = ServerContext(msg.headers)
         implementation = getattr(self._servicer, method.name)
         try:
@@ -215,14 +222,14 @@ class NatsServer:
                     reply = await implementation(request, ctx)
                 await self._respond(msg, reply.SerializeToString(), _status_headers(grpc.StatusCode.OK, "", True))
         except Exception as exc:
-            code, message = _error_of(exc)
+            code, message, reason = _error_of(exc)
             if code is grpc.StatusCode.INTERNAL:
                 log.exception("%s failed", method.full_name, extra={"request_id": ctx.request_id})
             with contextlib.suppress(Exception):
-                await self._nc.publish(msg.reply, b"", headers=_status_headers(code, message, True))
+                await msg.respond(b"", headers=_status_headers(code, message, True, reason))
 
     async def _serve_stream(
-        self, implementation: Callable[..., AsyncIterator[Message]], request: Message, ctx: ServerContext, msg: Msg
+        self, implementation: Callable[..., AsyncIterator[Message]], request: Message, ctx: ServerContext, msg: Request
     ) -> None:
         cancel_subject = (msg.headers or {}).get(CANCEL, "")
         task = asyncio.current_task()
@@ -233,7 +240,7 @@ class NatsServer:
             async with asyncio.timeout(ctx.time_remaining()):
                 async for item in implementation(request, ctx):
                     await self._respond(msg, item.SerializeToString(), None)
-            await self._nc.publish(msg.reply, b"", headers=_status_headers(grpc.StatusCode.OK, "", True))
+            await msg.respond(b"", headers=_status_headers(grpc.StatusCode.OK, "", True))
         except asyncio.CancelledError:
             if not ctx.cancelled():
                 raise  # the server is stopping, not the caller cancelling
@@ -247,12 +254,12 @@ class NatsServer:
             ctx.cancel()
             task.cancel()
 
-    async def _respond(self, msg: Msg, data: bytes, headers: dict[str, str] | None) -> None:
+    async def _respond(self, msg: Request, data: bytes, headers: dict[str, str] | None) -> None:
         if len(data) > self._nc.max_payload:
             raise PayloadTooLarge(
                 f"reply of {len(data)} bytes exceeds the NATS max payload of {self._nc.max_payload} bytes"
             )
-        await self._nc.publish(msg.reply, data, headers=headers)
+        await msg.respond(data, headers=headers)
 
 
 def _raise_for_status(msg: Msg, what: str) -> None:
@@ -261,7 +268,7 @@ def _raise_for_status(msg: Msg, what: str) -> None:
         raise Unavailable(f"no {what} service is running")
     status = headers.get(STATUS, OK)
     if status != OK:
-        raise RpcError(status_code_from_value(int(status)), headers.get(MESSAGE, ""))
+        raise RpcError(status_code_from_value(int(status)), headers.get(MESSAGE, ""), headers.get(REASON))
 
 
 class NatsChannel:
@@ -307,15 +314,30 @@ class NatsChannel:
         service: str,
         method: str,
         request: Message,
-        reply_type: type[Message],
+        reply_type: type[M],
         timeout: float,
         request_id: str | None = None,
-    ) -> Message:
+    ) -> M:
+        data = await self.unary_bytes(service, method, request.SerializeToString(), timeout, request_id)
+        return reply_type.FromString(data)
+
+    async def unary_bytes(
+        self,
+        service: str,
+        method: str,
+        data: bytes,
+        timeout: float,
+        request_id: str | None = None,
+        peer: str = "",
+    ) -> bytes:
+        """A unary call on already-encoded bytes: the peer door forwards bodies it does not decode."""
         subject = subject_for(service, method)
-        data = request.SerializeToString()
         self._check_size(data, subject)
+        headers = self._headers(timeout, request_id)
+        if peer:
+            headers[PEER] = peer
         try:
-            msg = await self.nc.request(subject, data, timeout=timeout, headers=self._headers(timeout, request_id))
+            msg = await self.nc.request(subject, data, timeout=timeout, headers=headers)
         except nats.errors.NoRespondersError:
             raise Unavailable(f"no {service} service is running") from None
         except nats.errors.TimeoutError:
@@ -323,17 +345,17 @@ class NatsChannel:
         except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):
             raise Unavailable("the node's NATS server is not reachable") from None
         _raise_for_status(msg, service)
-        return reply_type.FromString(msg.data)
+        return msg.data
 
     async def server_stream(
         self,
         service: str,
         method: str,
         request: Message,
-        reply_type: type[Message],
+        reply_type: type[M],
         timeout: float,
         request_id: str | None = None,
-    ) -> AsyncIterator[Message]:
+    ) -> AsyncIterator[M]:
         subject = subject_for(service, method)
         data = request.SerializeToString()
         self._check_size(data, subject)
@@ -366,34 +388,3 @@ class NatsChannel:
             if not finished:
                 with contextlib.suppress(Exception):
                     await self.nc.publish(cancel_subject, b"")
-
-
-class Stub:
-    """A client for one proto service, with the proto's method names: `await stub.Health(req)`,
-    `async for chunk in stub.Generate(req)`."""
-
-    def __init__(
-        self, channel: NatsChannel, service: str, descriptor: ServiceDescriptor, default_timeout: float = 30.0
-    ) -> None:
-        for method in descriptor.methods:
-            setattr(self, method.name, self._bind(channel, service, method, default_timeout))
-
-    @staticmethod
-    def _bind(channel: NatsChannel, service: str, method: MethodDescriptor, default_timeout: float) -> Any:
-        reply_type = _message_class(method.output_type)
-        if method.server_streaming:
-
-            def stream(
-                request: Message, timeout: float = default_timeout, request_id: str | None = None
-            ) -> AsyncIterator[Message]:
-                return channel.server_stream(service, method.name, request, reply_type, timeout, request_id)
-
-            return stream
-
-        async def unary(request: Message, timeout: float = default_timeout, request_id: str | None = None) -> Message:
-            return await channel.unary(service, method.name, request, reply_type, timeout, request_id)
-
-        return unary
-
-    def __getattr__(self, name: str) -> Any:  # methods are set in __init__; this keeps type checkers calm
-        raise AttributeError(name)

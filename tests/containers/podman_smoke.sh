@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Runs compose.yaml for real under podman + runc, without a Docker engine: builds the image (from a local
 # debootstrap base when there is none), makes the wallet in the home volume, brings the stack up (NATS,
-# cache, ledger, inference, discovery, gateway), waits for health and runs every container's healthcheck,
-# checks the keys in the home volume, sends a chat completion through the OpenAI API with the API key from
-# that volume, reads the wallet (funded by the solo genesis) and the peers through the API, reaches the
-# node from this host as a peer would (a signed P2P Hello over the published TCP port, a DHT ping over the
-# published UDP port), scales inference to 2 and sees both replicas serve, then brings everything down.
+# cache, ledger, inference, discovery, verifier, gateway), waits for health and runs every container's
+# healthcheck, checks the keys in the home volume, sends a chat completion through the OpenAI API with the
+# API key from that volume, reads the wallet (funded by the solo genesis) and the peers through the API,
+# reaches the node from this host as a peer would (a signed P2P Hello over the published TCP port, a DHT
+# ping over the published UDP port), scales inference to 2 and sees both replicas serve, then brings
+# everything down.
 # Slow (the first image build compiles llama.cpp, ~10 minutes on 2 cores), so it is not part of CI.
 #
 # Usage (as root, after scripts/setup.sh): tests/containers/podman_smoke.sh
@@ -186,8 +187,8 @@ from avadios import identity
 from avadios.multiaddr import parse
 from avadios.records import dht_id_for
 from avadios.v1 import discovery_pb2, p2p_pb2
-from services.discovery.dht import DhtNode
-from services.gateway.p2p import P2PNode
+from avadios.services.discovery.dht import DhtNode
+from avadios.services.gateway.p2p.node import P2PNode
 
 api, key, home, address = sys.argv[1:5]
 auth = {"Authorization": f"Bearer {key}"}

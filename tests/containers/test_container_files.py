@@ -104,7 +104,7 @@ def _defaults(text: str) -> str:
 def test_compose_runs_every_service_with_a_healthcheck_and_only_the_edge_is_published() -> None:
     compose = yaml.safe_load((REPO / "compose.yaml").read_text())
     services = compose["services"]
-    assert {"nats", "cache", "ledger", "inference", "discovery", "gateway"} <= set(services)
+    assert {"nats", "cache", "ledger", "inference", "discovery", "verifier", "gateway"} <= set(services)
     for name, svc in services.items():
         assert svc["healthcheck"]["test"], name
         assert "container_name" not in svc, f"{name}: a fixed container name breaks --scale"
@@ -116,12 +116,12 @@ def test_compose_runs_every_service_with_a_healthcheck_and_only_the_edge_is_publ
     assert compose["networks"]["internal"]["internal"] is True
     assert {n for n, s in services.items() if "edge" in s.get("networks", [])} == {"gateway", "discovery"}
     # Each single writer has a volume of its own that no other service mounts.
-    for name, volume in (("cache", "cache"), ("ledger", "ledger"), ("discovery", "discovery")):
-        mounts = {n for n, s in services.items() for v in s.get("volumes", []) if v.split(":")[0] == volume}
-        assert mounts == {name}, (volume, mounts)
-        assert f"{volume}:/var/lib/avadios/{volume}" in services[name]["volumes"]
+    for name in ("cache", "ledger", "discovery", "verifier"):
+        mounts = {n for n, s in services.items() for v in s.get("volumes", []) if v.split(":")[0] == name}
+        assert mounts == {name}, (name, mounts)
+        assert f"{name}:/var/lib/avadios/{name}" in services[name]["volumes"]
     gateway_needs = services["gateway"]["depends_on"]
-    for needed in ("cache", "ledger", "inference", "discovery"):
+    for needed in ("cache", "ledger", "inference", "discovery", "verifier"):
         assert gateway_needs[needed]["condition"] == "service_healthy", needed
 
 
@@ -150,6 +150,7 @@ def test_provider_overlay_has_the_promised_shape(rendered: dict[str, list[dict]]
         ("StatefulSet", "cache"),
         ("StatefulSet", "ledger"),
         ("StatefulSet", "discovery"),
+        ("StatefulSet", "verifier"),
         ("Deployment", "gateway"),
         ("Deployment", "inference"),
         ("HorizontalPodAutoscaler", "inference"),
@@ -171,13 +172,27 @@ def test_provider_overlay_has_the_promised_shape(rendered: dict[str, list[dict]]
     assert config["data"]["AVADIOS_ADVERTISE_HOST"], "the overlay must tell peers an address"
     # Single writers: one replica, their data on a PVC of their own; the ledger's PVC is its whole home, so the
     # genesis it made stays with the database.
-    homes = {"cache": "/var/lib/avadios/cache", "ledger": "/var/lib/avadios", "discovery": "/var/lib/avadios/discovery"}
+    homes = {
+        "cache": "/var/lib/avadios/cache",
+        "ledger": "/var/lib/avadios",
+        "discovery": "/var/lib/avadios/discovery",
+        "verifier": "/var/lib/avadios/verifier",
+    }
     for name, mount in homes.items():
         sts = by_name[("StatefulSet", name)]["spec"]
         assert sts["replicas"] == 1
         assert [t["metadata"]["name"] for t in sts["volumeClaimTemplates"]] == [name]
         container = sts["template"]["spec"]["containers"][0]
         assert {"name": name, "mountPath": mount} in container["volumeMounts"], name
+    # Who signs ledger blocks with the wallet gets wallet.seed from the Secret, copied into its home at start.
+    for kind, name in (("StatefulSet", "ledger"), ("StatefulSet", "verifier"), ("Deployment", "gateway")):
+        pod = by_name[(kind, name)]["spec"]["template"]["spec"]
+        keys = next(v["secret"] for v in pod["volumes"] if v["name"] == "keys")
+        assert {i["key"] for i in keys["items"]} >= {"node.key", "wallet.seed"}, name
+        assert "/etc/avadios/keys/wallet.seed" in " ".join(pod["initContainers"][0]["command"]), name
+    # The verifier reaches peers only through the gateway: NATS, no edge.
+    verifier_labels = by_name[("StatefulSet", "verifier")]["spec"]["template"]["metadata"]["labels"]
+    assert verifier_labels.get("avadios.dev/nats-client") == "true" and "avadios.dev/edge" not in verifier_labels
     for d in docs:
         if d["kind"] in ("Deployment", "StatefulSet"):
             pod = d["spec"]["template"]["spec"]
@@ -206,8 +221,8 @@ BROKEN = [
     # (file, text in it, replacement, words expected in the error)
     pytest.param(
         "compose.yaml",
-        '    <<: *avadios-service\n    command: ["python", "-m", "services.inference"]',
-        '    <<: *avadios-service\n    replicaz: 2\n    command: ["python", "-m", "services.inference"]',
+        '    <<: *avadios-service\n    command: ["python", "-m", "avadios.services.inference"]',
+        '    <<: *avadios-service\n    replicaz: 2\n    command: ["python", "-m", "avadios.services.inference"]',
         "replicaz",
         id="compose-unknown-key",
     ),
@@ -316,9 +331,9 @@ BROKEN += [
     ),
     pytest.param(
         "compose.yaml",
-        'command: ["python", "-m", "services.discovery"]',
-        'command: ["python", "-m", "services.discovery_v2"]',
-        "no container runs services.discovery",
+        'command: ["python", "-m", "avadios.services.discovery"]',
+        'command: ["python", "-m", "avadios.services.discovery_v2"]',
+        "no container runs avadios.services.discovery",
         id="compose-service-of-avadios-up-missing",
     ),
     pytest.param(
@@ -330,8 +345,8 @@ BROKEN += [
     ),
     pytest.param(
         "compose.yaml",
-        '    command: ["python", "-m", "services.ledger"]\n',
-        '    command: ["python", "-m", "services.ledger"]\n    networks: [internal, edge]\n',
+        '    command: ["python", "-m", "avadios.services.ledger"]\n',
+        '    command: ["python", "-m", "avadios.services.ledger"]\n    networks: [internal, edge]\n',
         "services.ledger.networks: 'edge' has a route out",
         id="compose-ledger-on-the-edge",
     ),
@@ -367,7 +382,7 @@ BROKEN += [
         "k8s/base/kustomization.yaml",
         "  - discovery.yaml\n",
         "",
-        "no container runs services.discovery",
+        "no container runs avadios.services.discovery",
         id="k8s-service-of-avadios-up-missing",
     ),
     pytest.param(
@@ -376,6 +391,55 @@ BROKEN += [
         "",
         "AVADIOS_BOOTSTRAP is set nowhere",
         id="k8s-setting-not-passed",
+    ),
+    pytest.param(
+        "compose.yaml",
+        'command: ["python", "-m", "avadios.services.verifier"]',
+        'command: ["python", "-m", "avadios.services.verifyer"]',
+        "no container runs avadios.services.verifier",
+        id="compose-verifier-missing",
+    ),
+    pytest.param(
+        "compose.yaml",
+        "      - verifier:/var/lib/avadios/verifier",
+        "      - verifer:/var/lib/avadios/verifier",
+        "no volume 'verifer'",
+        id="compose-verifier-missing-volume",
+    ),
+    pytest.param(
+        "compose.yaml",
+        '    command: ["python", "-m", "avadios.services.verifier"]\n',
+        '    command: ["python", "-m", "avadios.services.verifier"]\n    networks: [internal, edge]\n',
+        "services.verifier.networks: 'edge' has a route out",
+        id="compose-verifier-on-the-edge",
+    ),
+    pytest.param(
+        "k8s/base/kustomization.yaml",
+        "  - verifier.yaml\n",
+        "",
+        "no container runs avadios.services.verifier",
+        id="k8s-verifier-missing",
+    ),
+    pytest.param(
+        "k8s/base/verifier.yaml",
+        '        avadios.dev/nats-client: "true"\n',
+        '        avadios.dev/nats-client: "true"\n        avadios.dev/edge: "true"\n',
+        "opens egress to the outside for ['verifier']",
+        id="k8s-verifier-on-the-edge",
+    ),
+    pytest.param(
+        "compose.yaml",
+        "    AVADIOS_NETWORK_TIER: ${AVADIOS_NETWORK_TIER:-auto}\n",
+        "    AVADIOS_NETWORK_TIER: ${AVADIOS_NETWORK_TIER:-auto}\n    AVADIOS_DEVNET_FAULT: random\n",
+        "AVADIOS_DEVNET_FAULT is not for containers",
+        id="compose-test-knob-set",
+    ),
+    pytest.param(
+        "k8s/base/avadios.env",
+        "AVADIOS_NETWORK_TIER=auto\n",
+        "AVADIOS_NETWORK_TIER=auto\nAVADIOS_DEVNET_FAULT=random\n",
+        "AVADIOS_DEVNET_FAULT is not for containers",
+        id="k8s-test-knob-set",
     ),
 ]
 

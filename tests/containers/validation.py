@@ -32,6 +32,7 @@ NOT_IN_CONTAINERS = {
     "AVADIOS_NATS_PORT": "the same",
     "AVADIOS_INFERENCE_REPLICAS": "`--scale inference=N` in compose, the HPA in Kubernetes",
     "AVADIOS_P2P_TEST_DELAY_MS": "tests only",
+    "AVADIOS_DEVNET_FAULT": "a devnet's lying provider; the verifier refuses to start with it outside a devnet",
 }
 # The only services that talk to the outside, and what the outside may reach of them.
 EDGE_SERVICES = {"gateway", "discovery"}
@@ -67,10 +68,19 @@ def missing_settings(names: Iterable[str], where: str) -> list[str]:
     return [f"{where}: {n} is set nowhere (pass it, or list it in NOT_IN_CONTAINERS)" for n in missing]
 
 
+def misplaced_settings(names: Iterable[str], where: str) -> list[str]:
+    """Settings listed in NOT_IN_CONTAINERS that `where` sets anyway (a test knob in a deployment, say)."""
+    misplaced = sorted(set(names) & set(NOT_IN_CONTAINERS))
+    return [f"{where}: {n} is not for containers ({NOT_IN_CONTAINERS[n]})" for n in misplaced]
+
+
 def missing_services(commands: Iterable[str], where: str) -> list[str]:
-    """Every service `avadios up` runs must run in `where` too: a command `python -m services.<name>`."""
-    ran = {c.split("services.", 1)[1].split()[0] for c in commands if "-m services." in c}
-    return [f"{where}: no container runs services.{n}, which `avadios up` runs" for n in SERVICES if n not in ran]
+    """Every service `avadios up` runs must run in `where` too: a command `python -m avadios.services.<name>`."""
+    prefix = "-m avadios.services."
+    ran = {c.split(prefix, 1)[1].split()[0] for c in commands if prefix in c}
+    return [
+        f"{where}: no container runs avadios.services.{n}, which `avadios up` runs" for n in SERVICES if n not in ran
+    ]
 
 
 # --- compose -------------------------------------------------------------------------------------------
@@ -138,7 +148,8 @@ def compose_reference_errors(compose_text: str, env_example_text: str) -> list[s
             for net in _names(svc.get("networks")) or ["default"]:
                 if not ((compose.get("networks") or {}).get(net) or {}).get("internal"):
                     errors.append(f"{where}.networks: {net!r} has a route out; only {sorted(EDGE_SERVICES)} may")
-    errors += missing_settings(set_anywhere, "compose.yaml") + missing_services(commands, "compose.yaml")
+    errors += missing_settings(set_anywhere, "compose.yaml") + misplaced_settings(set_anywhere, "compose.yaml")
+    errors += missing_services(commands, "compose.yaml")
     used = set(_VARIABLE.findall(compose_text))
     documented = set(_ENV_LINE.findall(env_example_text))
     errors += [f".env.example does not document {v}, which compose.yaml uses" for v in sorted(used - documented)]
@@ -362,4 +373,4 @@ def coverage_errors(docs: list[Doc], where: str) -> list[str]:
         for c in _containers(_pod_spec(doc) or {}):
             commands.append(" ".join(c.get("command") or []))
             names |= {e["name"] for e in c.get("env") or []}
-    return missing_services(commands, where) + missing_settings(names, where)
+    return missing_services(commands, where) + missing_settings(names, where) + misplaced_settings(names, where)

@@ -11,8 +11,8 @@ from nacl.signing import SigningKey
 
 from avadios.identity import Identity
 from avadios.records import dht_key, profile_key, provider_key, sign_credential, sign_record
+from avadios.services.discovery.dht import DhtNode
 from avadios.v1 import discovery_pb2
-from services.discovery.dht import DhtNode
 
 
 def _profile(node: Identity, price: int) -> bytes:

@@ -44,7 +44,7 @@ def assert_openai_error(reply: httpx.Response, status: int) -> dict[str, object]
     assert reply.status_code == status, reply.text
     error = reply.json()["error"]
     assert set(error) >= {"message", "type", "code"} and error["message"]
-    return error  # type: ignore[no-any-return]
+    return error
 
 
 def serving_pids(node: Node) -> set[int]:

@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 from avadios.ledger.genesis import GENESIS_FILE, load_genesis
-from services.ledger.audit import audit
-from services.ledger.state import Ledger
+from avadios.services.ledger.audit import audit
+from avadios.services.ledger.state import Ledger
 
 
 def test_kill_9_mid_write_loses_no_confirmed_block_and_leaves_no_half_block(tmp_path: Path) -> None:

@@ -11,9 +11,9 @@ from nacl.signing import SigningKey
 from avadios.errors import AvadiosError
 from avadios.identity import Identity
 from avadios.multiaddr import Multiaddr
+from avadios.services.gateway.p2p.envelope import _signed_bytes, seal
+from avadios.services.gateway.p2p.node import P2PNode
 from avadios.v1 import discovery_pb2, p2p_pb2
-from services.gateway.envelope import _signed_bytes, seal
-from services.gateway.p2p import P2PNode
 
 MAX_BODY = 64 * 1024
 

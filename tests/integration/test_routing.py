@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from avadios import devnet
+from avadios.services.discovery.routing import Observed, Weights, score
 from avadios.testing.tiny_gguf import write_tiny_gguf
-from services.discovery.routing import Observed, Weights, score
 from tests.helpers import cli_json
 
 pytestmark = pytest.mark.slow
@@ -35,7 +35,8 @@ def test_route_ranks_providers_by_the_documented_score(tmp_path: Path) -> None:
     seen = {cheap_slow.node_id: 1.0, fast_dear.node_id: 0.62, flaky.node_id: 0.0}
     book = Path(observer.home) / "discovery" / "reliability.json"
     book.parent.mkdir(parents=True)
-    book.write_text(json.dumps({k: {"value": v, "ok": 10, "failed": 0, "last_seen_unix": 0} for k, v in seen.items()}))
+    # Liveness and verified work both as seen before: reliability is the lower of the two.
+    book.write_text(json.dumps({k: {"ping": 1.0, "work": v, "ok": 10, "verified": 10} for k, v in seen.items()}))
     try:
         for node in nodes:
             devnet.start(node)

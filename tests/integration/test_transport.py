@@ -10,8 +10,9 @@ import grpc
 import pytest
 
 from avadios.errors import Busy, DeadlineExceeded, NotFound, PayloadTooLarge, RpcError, Unavailable
-from avadios.transport import NatsChannel, NatsServer, ServerContext, Stub, connect
+from avadios.transport import NatsChannel, NatsServer, ServerContext, connect
 from avadios.v1 import common_pb2, inference_pb2
+from avadios.v1.inference_nats import InferenceClient
 from tests.helpers import NatsProcess
 
 INFERENCE = inference_pb2.DESCRIPTOR.services_by_name["Inference"]
@@ -58,12 +59,12 @@ class ScriptedInference:
             raise
 
 
-async def serve(nats: NatsProcess, servicer: object) -> tuple[NatsServer, Stub]:
+async def serve(nats: NatsProcess, servicer: object) -> tuple[NatsServer, InferenceClient]:
     server_nc = await connect(nats.url, "test-server")
     server = NatsServer(server_nc, "inference", INFERENCE, servicer)
     await server.start()
     client_nc = await connect(nats.url, "test-client")
-    return server, Stub(NatsChannel(client_nc), "inference", INFERENCE)
+    return server, InferenceClient(NatsChannel(client_nc))
 
 
 async def test_unary_round_trip_carries_the_deadline(nats_server: NatsProcess) -> None:
@@ -131,7 +132,7 @@ async def test_oversized_messages_are_refused_not_truncated(nats_server: NatsPro
 
 async def test_no_running_service_is_unavailable(nats_server: NatsProcess) -> None:
     nc = await connect(nats_server.url, "lonely-client")
-    stub = Stub(NatsChannel(nc), "inference", INFERENCE)
+    stub = InferenceClient(NatsChannel(nc))
     with pytest.raises(Unavailable, match="no inference service"):
         await stub.Health(common_pb2.HealthRequest(), timeout=2.0)
     with pytest.raises(Unavailable):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
+from avadios.services.gateway.health import STALE_AFTER_S, Beat, HealthBoard
 from avadios.v1 import common_pb2
-from services.gateway.health import STALE_AFTER_S, Beat, HealthBoard
 
 Status = common_pb2.HealthReply.Status
 

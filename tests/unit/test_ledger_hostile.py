@@ -30,17 +30,17 @@ from avadios.ledger.block import (
 )
 from avadios.ledger.gossip_check import MAX_GOSSIP_ITEMS, GossipDoor, check_gossip_batch
 from avadios.ledger.wallet import ChainTip, Wallet
-from avadios.transport import Stub
-from avadios.v1 import ledger_pb2
-from services.ledger.audit import audit
-from services.ledger.network import MAX_FRONTIERS_PER_ROUND, CatchUp
-from services.ledger.replica import (
+from avadios.peering import PeerDoorClient
+from avadios.services.ledger.audit import audit
+from avadios.services.ledger.network import MAX_FRONTIERS_PER_ROUND, CatchUp
+from avadios.services.ledger.replica import (
     MAX_CANDIDATES,
     MAX_ORPHANS_PER_KEY,
     LedgerChainSource,
     Parking,
     Replica,
 )
+from avadios.v1 import ledger_pb2
 from tests.ledger_support import Network, tip_of
 
 Gossip = ledger_pb2.LedgerGossip
@@ -128,21 +128,23 @@ def test_a_vote_signed_beyond_the_clock_skew_does_not_count_as_online(net3: Netw
 
 
 class LyingPeering:
-    """The gateway's Peering as a catch-up sees it, answering for one peer that lies in the chosen way."""
+    """The gateway's peer door as a catch-up sees it, answering for one peer that lies in the chosen way."""
 
     def __init__(self, honest: LedgerChainSource, mode: str, account: bytes) -> None:
         self.honest, self.mode, self.account = honest, mode, account
         self.frontier_calls = 0
         self.chain_calls = 0
 
-    async def LedgerPeers(self, request: Any, timeout: float) -> Any:
-        from avadios.v1 import p2p_pb2
+    async def peers(self) -> list[str]:
+        return ["/ip4/127.0.0.1/tcp/1/p2p/liar"]
 
-        return p2p_pb2.LedgerPeersReply(multiaddrs=["/ip4/127.0.0.1/tcp/1/p2p/liar"])
+    async def send(self, peer: str, body: Any, reply_class: Any, timeout: float = 10.0) -> Any:
+        if isinstance(body, ledger_pb2.LedgerFrontiersRequest):
+            return await self.LedgerFrontiers(body, timeout)
+        return await self.LedgerChain(body, timeout)
 
-    async def LedgerFrontiers(self, request: Any, timeout: float) -> ledger_pb2.LedgerFrontiersReply:
+    async def LedgerFrontiers(self, ask: Any, timeout: float) -> ledger_pb2.LedgerFrontiersReply:
         self.frontier_calls += 1
-        ask = request.request
         if self.mode == "endless_frontiers":  # a new page of made-up accounts for every request, forever
             base = int.from_bytes(ask.start or bytes(32), "big")
             fronts = [
@@ -156,9 +158,8 @@ class LyingPeering:
             frontiers=[ledger_pb2.LedgerFrontier(account=self.account, head=bytes(32), height=2**63)]
         )
 
-    async def LedgerChain(self, request: Any, timeout: float) -> ledger_pb2.LedgerChainReply:
+    async def LedgerChain(self, ask: Any, timeout: float) -> ledger_pb2.LedgerChainReply:
         self.chain_calls += 1
-        ask = request.request
         real = self.honest.chain(ask.account, ask.from_height, ask.limit)
         if self.mode == "garbage" and not real:  # unsigned blocks at the right heights, as many as asked
             fake = Block(kind=SEND, account=ask.account, previous=os.urandom(32), balance=1, timestamp_ms=1)
@@ -192,7 +193,7 @@ def test_catch_up_holds_one_page_of_a_lying_peer_and_drops_it(net3: Network, mod
     # fetch ended: 645,100 blocks in memory, 6.7 GB RSS in 20 s.
     n0, late, account = _late_node(net3, 3)
     peering = LyingPeering(LedgerChainSource(n0.ledger), mode, account)
-    catchup = CatchUp(late, cast(Stub, peering))
+    catchup = CatchUp(late, cast(PeerDoorClient, peering))
     report = asyncio.run(catchup.run_once())
     assert report is None, "the only peer lied: no round counts"
     assert catchup.liars == 1
@@ -208,7 +209,7 @@ def test_catch_up_holds_one_page_of_a_lying_peer_and_drops_it(net3: Network, mod
 def test_catch_up_reads_a_bounded_number_of_frontiers_per_round_and_goes_on_from_there(net3: Network) -> None:
     n0, late, account = _late_node(net3, 1)
     peering = LyingPeering(LedgerChainSource(n0.ledger), "endless_frontiers", account)
-    catchup = CatchUp(late, cast(Stub, peering))
+    catchup = CatchUp(late, cast(PeerDoorClient, peering))
     ahead, complete = asyncio.run(catchup.behind("/ip4/127.0.0.1/tcp/1/p2p/liar"))
     assert not complete and len(ahead) == MAX_FRONTIERS_PER_ROUND
     first_round_calls = peering.frontier_calls
@@ -221,12 +222,12 @@ def test_an_honest_peer_is_caught_up_from_page_by_page(net3: Network) -> None:
     n0, late, account = _late_node(net3, 5)
     peering = LyingPeering(LedgerChainSource(n0.ledger), "honest", account)
 
-    async def frontiers(request: Any, timeout: float) -> ledger_pb2.LedgerFrontiersReply:
+    async def frontiers(ask: Any, timeout: float) -> ledger_pb2.LedgerFrontiersReply:
         fronts = LedgerChainSource(n0.ledger).frontiers()
-        return ledger_pb2.LedgerFrontiersReply(frontiers=[f for f in fronts if f.account >= request.request.start])
+        return ledger_pb2.LedgerFrontiersReply(frontiers=[f for f in fronts if f.account >= ask.start])
 
     peering.LedgerFrontiers = frontiers  # type: ignore[method-assign]
-    report = asyncio.run(CatchUp(late, cast(Stub, peering)).run_once())
+    report = asyncio.run(CatchUp(late, cast(PeerDoorClient, peering)).run_once())
     assert report is not None and report.applied == 5
     assert late.ledger.account(account).head == n0.ledger.account(account).head
 
@@ -412,7 +413,7 @@ def test_a_fork_storm_keeps_a_few_candidates_and_the_slot_still_confirms(net3: N
 
 def test_a_replayed_item_costs_a_hash_not_a_signature_check(net3: Network, monkeypatch: pytest.MonkeyPatch) -> None:
     import avadios.ledger.gossip_check as gossip_check
-    import services.ledger.replica as replica_module
+    import avadios.services.ledger.replica as replica_module
 
     a, b = net3.wallets
     n0 = net3.replicas[0]
@@ -427,10 +428,10 @@ def test_a_replayed_item_costs_a_hash_not_a_signature_check(net3: Network, monke
 
         return wrapper
 
-    monkeypatch.setattr(gossip_check, "verify_vote", counting("door", gossip_check.verify_vote))
-    monkeypatch.setattr(gossip_check, "verify_block", counting("door", gossip_check.verify_block))
-    monkeypatch.setattr(replica_module, "verify_vote", counting("replica", replica_module.verify_vote))
-    monkeypatch.setattr(replica_module, "verify_signature", counting("replica", replica_module.verify_signature))
+    monkeypatch.setattr(gossip_check, "verify_vote", counting("door", gossip_check.verify_vote))  # type: ignore[attr-defined]
+    monkeypatch.setattr(gossip_check, "verify_block", counting("door", gossip_check.verify_block))  # type: ignore[attr-defined]
+    monkeypatch.setattr(replica_module, "verify_vote", counting("replica", replica_module.verify_vote))  # type: ignore[attr-defined]
+    monkeypatch.setattr(replica_module, "verify_signature", counting("replica", replica_module.verify_signature))  # type: ignore[attr-defined]
     gate = door(net3)
     for _ in range(50):
         for item in gate.admit(ledger_pb2.LedgerGossipBatch(items=[Gossip(block=orphan), Gossip(vote=vote)])):

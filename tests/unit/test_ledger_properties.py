@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from avadios.ledger.block import REFUND, SETTLE, Block, sign_block
 from avadios.ledger.errors import LedgerError
 from avadios.ledger.wallet import ChainTip, Wallet
+from avadios.services.ledger.audit import audit
+from avadios.services.ledger.replica import LedgerChainSource
 from avadios.v1.ledger_pb2 import UNPAID_NOT_DELIVERED
-from services.ledger.audit import audit
-from services.ledger.replica import LedgerChainSource
 from tests.ledger_support import FUNDS, Network, Solo, scratch_dir, tip_of, total_supply
 
 WALLETS = [Wallet.from_seed(bytes([i]) * 32) for i in range(1, 5)]

@@ -10,9 +10,9 @@ import pytest
 from avadios.ledger.block import MAX_VOTE_HASHES, Block, block_hash, make_vote, verify_vote
 from avadios.ledger.errors import BadVote
 from avadios.ledger.wallet import Wallet
+from avadios.services.ledger.audit import audit
+from avadios.services.ledger.replica import LedgerChainSource, Replica
 from avadios.v1 import ledger_pb2
-from services.ledger.audit import audit
-from services.ledger.replica import LedgerChainSource, Replica
 from tests.ledger_support import FUNDS, Network, tip_of
 
 

@@ -256,7 +256,7 @@ def raw_release(
         source=digest,
     )
     for account, amount, reason in entries:
-        block.payouts.add(account=account, amount=amount, reason=reason)  # type: ignore[arg-type]
+        block.payouts.add(account=account, amount=amount, reason=reason)
     block.balance = tip.balance + held - sum(amount for _, amount, _ in entries)
     sign_block(block, signer.signing_key, solo.network)
     return block
@@ -451,7 +451,7 @@ def test_state_survives_a_restart(solo: Solo) -> None:
 
 
 def test_a_ledger_refuses_another_networks_genesis(solo: Solo, tmp_path: Path) -> None:
-    from services.ledger.state import Ledger, LedgerLocked
+    from avadios.services.ledger.state import Ledger, LedgerLocked
 
     other = devnet_genesis([Wallet.generate().account])
     with pytest.raises(LedgerLocked, match="one writer"):
@@ -501,8 +501,8 @@ def test_wallet_seed_comes_from_the_mnemonic_and_is_stored_0600(tmp_path: Path) 
 
 def test_a_node_alone_writes_one_turns_blocks_with_one_vote_per_32(tmp_path: Path) -> None:
     from avadios.ledger.block import MAX_VOTE_HASHES
-    from services.ledger.audit import audit
-    from services.ledger.replica import Replica
+    from avadios.services.ledger.audit import audit
+    from avadios.services.ledger.replica import Replica
 
     solo = Solo(tmp_path / "ledger", [Wallet.generate(), Wallet.generate()])
     try:

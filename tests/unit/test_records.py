@@ -123,3 +123,24 @@ def test_multiaddrs_parse_with_and_without_a_pinned_identity() -> None:
     for bad in ("127.0.0.1:4001", "/ip4/localhost/tcp/1", "/ip4/1.2.3.4/tcp/0", "/ip4/1.2.3.4/tcp/1/p2p/xyz"):
         with pytest.raises(ValueError):
             parse(bad)
+
+
+def test_a_new_namespace_plugs_in_with_one_validator(monkeypatch) -> None:
+    from avadios import records
+
+    class JobReceipts:
+        prefix = "receipt/"
+
+        def validate(self, record, owner_id):
+            if not record.payload.startswith(b"ok"):
+                raise records.RecordRefused("a receipt says ok")
+            return records.VerifiedRecord(record, owner_id)
+
+    me = Identity(SigningKey.generate())
+    record = sign_record(me, "receipt/42", b"ok, paid", seq=1, ttl_s=60)
+    with pytest.raises(RecordRefused, match="unknown record namespace"):
+        validate_record(record)
+    monkeypatch.setitem(records.VALIDATORS, "receipt/", JobReceipts())
+    assert validate_record(record).owner_id == me.node_id
+    with pytest.raises(RecordRefused, match="a receipt says ok"):
+        validate_record(sign_record(me, "receipt/43", b"no", seq=1, ttl_s=60))

@@ -10,11 +10,11 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from avadios.errors import InvalidArgument
+from avadios.services.gateway.api.openai_schema import ChatCompletionRequest
+from avadios.services.gateway.cache_key import cache_key
+from avadios.services.inference.chat_format import Message, render_qa
+from avadios.services.inference.gguf_meta import quantization, read_metadata
 from avadios.v1 import inference_pb2
-from services.gateway.cache_key import cache_key
-from services.gateway.openai_schema import ChatCompletionRequest
-from services.inference.chat_format import Message, render_qa
-from services.inference.gguf_meta import quantization, read_metadata
 
 
 def chat(text: str, **sampling: object) -> ChatCompletionRequest:
@@ -78,7 +78,7 @@ def test_qa_format_renders_system_history_and_an_open_answer() -> None:
 
 
 def test_unknown_roles_are_refused() -> None:
-    from services.inference.chat_format import check_messages
+    from avadios.services.inference.chat_format import check_messages
 
     with pytest.raises(InvalidArgument, match="role 'tool'"):
         check_messages([Message("tool", "x")])
@@ -112,7 +112,7 @@ def test_gguf_metadata_of_the_default_model(default_model: Path) -> None:
 def test_a_file_that_is_not_gguf_is_refused(tmp_path: Path) -> None:
     bogus = tmp_path / "x.gguf"
     bogus.write_bytes(b"NOPE" + bytes(100))
-    from services.inference.gguf_meta import GGUFError
+    from avadios.services.inference.gguf_meta import GGUFError
 
     with pytest.raises(GGUFError, match="not a GGUF"):
         read_metadata(bogus)

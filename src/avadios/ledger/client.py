@@ -16,15 +16,15 @@ from avadios.ledger.amount import check_amount
 from avadios.ledger.block import KIND_NAMES, MAX_CLOCK_SKEW_MS, Block
 from avadios.ledger.errors import InsufficientFunds
 from avadios.ledger.wallet import ChainTip, Wallet
-from avadios.transport import NatsChannel, Stub
+from avadios.transport import NatsChannel
 from avadios.v1 import ledger_pb2
+from avadios.v1.ledger_nats import LedgerClient
 
-LEDGER = ledger_pb2.DESCRIPTOR.services_by_name["Ledger"]
 SEND_ATTEMPTS = 3
 
 
-def ledger_stub(channel: NatsChannel, timeout: float = 10.0) -> Stub:
-    return Stub(channel, "ledger", LEDGER, default_timeout=timeout)
+def ledger_stub(channel: NatsChannel, timeout: float = 10.0) -> LedgerClient:
+    return LedgerClient(channel, default_timeout=timeout)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +111,7 @@ def _stale(exc: RpcError) -> bool:
 
 
 class WalletClient:
-    def __init__(self, stub: Stub, wallet: Wallet) -> None:
+    def __init__(self, stub: LedgerClient, wallet: Wallet) -> None:
         self.stub = stub
         self.wallet = wallet
 

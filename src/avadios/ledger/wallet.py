@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import blake3
+import grpc
 from mnemonic import Mnemonic
 from nacl.signing import SigningKey
 
@@ -55,6 +56,7 @@ class WalletExists(WalletError):
 
 
 class NoWallet(WalletError):
+    code = grpc.StatusCode.NOT_FOUND
     reason = "no_wallet"
 
 
@@ -245,3 +247,14 @@ def load_wallet(home: Path) -> Wallet:
     if len(seed) != 32:
         raise WalletError(f"{path} is not a 32-byte wallet seed")
     return Wallet.from_seed(seed)
+
+
+def payee_account(home: Path, node_key: bytes) -> bytes:
+    """The account a node is paid to for its work: its wallet's, or, on a node without a wallet, its node key's
+    (a solo genesis funds the node key in that case too)."""
+    return load_wallet(home).account if wallet_path(home).exists() else node_key
+
+
+def node_wallet(home: Path, node_key: SigningKey) -> Wallet:
+    """The wallet a running node pays and is paid with: the home's wallet, or its node key where it has none."""
+    return load_wallet(home) if wallet_path(home).exists() else Wallet(node_key)

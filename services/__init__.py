@@ -1,1 +1,0 @@
-"""The rooms of a DIO node: one package per service, each run as its own process (`python -m services.<name>`)."""

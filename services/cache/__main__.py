@@ -1,7 +1,0 @@
-"""Run the tier 0 cache service: `python -m services.cache` (the supervisor starts it)."""
-
-from avadios.runtime import main
-from services.cache.service import CacheRoom
-
-if __name__ == "__main__":
-    main("cache", CacheRoom.create)

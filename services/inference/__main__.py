@@ -1,7 +1,0 @@
-"""Run the inference service: `python -m services.inference` (the supervisor starts it)."""
-
-from avadios.runtime import main
-from services.inference.service import InferenceRoom
-
-if __name__ == "__main__":
-    main("inference", InferenceRoom.create)

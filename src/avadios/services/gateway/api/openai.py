@@ -1,0 +1,197 @@
+"""The OpenAI-compatible routes: POST /v1/chat/completions and /v1/completions (JSON or SSE), GET /v1/models.
+
+Both generation routes turn their body into the pipeline's one request shape and share one handler; what
+differs between a chat and a completion is only how the answer is written out (`ChatShape`, `TextShape`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from avadios.errors import AvadiosError
+from avadios.services.gateway.api.errors import describe, sse_error
+from avadios.services.gateway.api.openai_schema import (
+    ChatCompletionOut,
+    ChatCompletionRequest,
+    CompletionRequest,
+    ModelDetailsOut,
+    ModelListOut,
+    ModelOut,
+    TextCompletionOut,
+    chat_chunk,
+    chat_completion,
+    text_completion,
+    usage_dict,
+)
+from avadios.services.gateway.metrics import Metrics
+from avadios.services.gateway.pipeline import CachePolicy, Pipeline
+from avadios.v1 import inference_pb2, jobs_pb2
+
+log = logging.getLogger("avadios.gateway")
+TIER_HEADER = "X-Avadios-Tier"
+CHAT_ROUTE = "/v1/chat/completions"
+COMPLETIONS_ROUTE = "/v1/completions"
+MODELS_ROUTE = "/v1/models"
+_STREAMS = {"content": {"text/event-stream": {}}, "description": "JSON, or server-sent events with `stream`"}
+
+
+class Shape(Protocol):
+    """How one kind of answer is written out, whole or as stream events."""
+
+    id_prefix: str
+
+    def whole(self, request_id: str, model: str, text: str, finish_reason: str, usage: dict[str, int]) -> Any: ...
+
+    def opening(self, request_id: str, model: str, created: int) -> list[dict[str, Any]]: ...
+
+    def event(self, request_id: str, model: str, created: int, text: str, finish_reason: str | None) -> Any: ...
+
+
+class ChatShape:
+    id_prefix = "chatcmpl-"
+
+    def whole(self, request_id: str, model: str, text: str, finish_reason: str, usage: dict[str, int]) -> Any:
+        return chat_completion(request_id, model, text, finish_reason, usage)
+
+    def opening(self, request_id: str, model: str, created: int) -> list[dict[str, Any]]:
+        return [chat_chunk(request_id, model, created, {"role": "assistant", "content": ""}, None)]
+
+    def event(self, request_id: str, model: str, created: int, text: str, finish_reason: str | None) -> Any:
+        return chat_chunk(request_id, model, created, {"content": text} if text else {}, finish_reason)
+
+
+class TextShape:
+    id_prefix = "cmpl-"
+
+    def whole(self, request_id: str, model: str, text: str, finish_reason: str, usage: dict[str, int]) -> Any:
+        return text_completion(request_id, model, text, finish_reason, usage)
+
+    def opening(self, request_id: str, model: str, created: int) -> list[dict[str, Any]]:
+        return []
+
+    def event(self, request_id: str, model: str, created: int, text: str, finish_reason: str | None) -> Any:
+        return text_completion(request_id, model, text, finish_reason, None, created)
+
+
+def _sse(data: dict[str, Any] | str) -> bytes:
+    return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n".encode()
+
+
+def cache_policy(request: Request) -> CachePolicy:
+    """HTTP's own cache directives: no-cache = compute afresh (and refresh tier 0), no-store = leave tier 0 alone."""
+    directives = {d.strip().lower() for d in request.headers.get("cache-control", "").split(",")}
+    no_store = "no-store" in directives
+    return CachePolicy(lookup="no-cache" not in directives and not no_store, store=not no_store)
+
+
+def network_headers(job: jobs_pb2.JobRecord | None) -> dict[str, str]:
+    """What a network answer cost and how it was verified (none for the local tiers)."""
+    if job is None:
+        return {}
+    return {"X-Avadios-Job": job.job_id, "X-Avadios-Cost": str(job.cost), "X-Avadios-Verdict": job.verdict}
+
+
+def openai_router(pipeline: Pipeline, metrics: Metrics) -> APIRouter:
+    router = APIRouter(tags=["OpenAI"])
+
+    async def generate(
+        request: Request, body: ChatCompletionRequest | CompletionRequest, shape: Shape, route: str
+    ) -> Response:
+        started = time.perf_counter()
+        request_id = shape.id_prefix + uuid.uuid4().hex
+        ask = body.avadios.ask(request.headers.get(TIER_HEADER))
+        answer = await pipeline.answer(body.generate_request(request_id, body.model), cache_policy(request), ask)
+        model, tier = answer.model, answer.tier.value
+        headers = {TIER_HEADER: tier, "X-Request-Id": request_id, **network_headers(answer.job)}
+
+        def finish(last: inference_pb2.GenerateChunk) -> dict[str, int]:
+            usage = usage_dict(last.usage.prompt_tokens, last.usage.completion_tokens)
+            metrics.tokens.labels(tier, "prompt").inc(last.usage.prompt_tokens)
+            metrics.tokens.labels(tier, "completion").inc(last.usage.completion_tokens)
+            metrics.latency.labels(route, tier).observe(time.perf_counter() - started)
+            metrics.requests.labels(route, "200", tier).inc()
+            return usage
+
+        if not body.stream:
+            done = await answer.collect()
+            usage = finish(done.last)
+            return JSONResponse(
+                shape.whole(request_id, model, done.text, done.last.finish_reason, usage), headers=headers
+            )
+
+        async def events() -> AsyncIterator[bytes]:
+            created, first = int(time.time()), True
+            try:
+                for event in shape.opening(request_id, model, created):
+                    yield _sse(event)
+                async for chunk in answer.chunks:
+                    if chunk.text:
+                        if first:
+                            metrics.first_token.labels(tier).observe(time.perf_counter() - started)
+                            first = False
+                        yield _sse(shape.event(request_id, model, created, chunk.text, None))
+                    if chunk.finish_reason:
+                        usage = finish(chunk)
+                        yield _sse(shape.event(request_id, model, created, "", chunk.finish_reason))
+                        if body.include_usage:
+                            tail = shape.event(request_id, model, created, "", None)
+                            yield _sse({**tail, "choices": [], "usage": usage})
+                yield _sse("[DONE]")
+            except Exception as exc:  # the headers are gone: the failure travels in the stream, as OpenAI does
+                if not isinstance(exc, AvadiosError):
+                    log.exception("a streamed answer failed")
+                error = describe(exc)
+                metrics.errors.labels(route, error.code or "").inc()
+                yield sse_error(error)
+
+        return StreamingResponse(
+            events(), media_type="text/event-stream", headers={**headers, "Cache-Control": "no-cache"}
+        )
+
+    @router.post(
+        CHAT_ROUTE,
+        response_model=None,
+        responses={200: {"model": ChatCompletionOut, **_STREAMS}},
+        summary="Chat completion (OpenAI-compatible)",
+    )
+    async def chat_completions(request: Request, body: ChatCompletionRequest) -> Response:
+        return await generate(request, body, ChatShape(), CHAT_ROUTE)
+
+    @router.post(
+        COMPLETIONS_ROUTE,
+        response_model=None,
+        responses={200: {"model": TextCompletionOut, **_STREAMS}},
+        summary="Text completion of a raw prompt (OpenAI-compatible)",
+    )
+    async def completions(request: Request, body: CompletionRequest) -> Response:
+        return await generate(request, body, TextShape(), COMPLETIONS_ROUTE)
+
+    @router.get(MODELS_ROUTE, summary="The models this node serves")
+    async def models() -> ModelListOut:
+        reply = await pipeline.list_models()
+        data = [
+            ModelOut(
+                id=m.name,
+                avadios=ModelDetailsOut(
+                    size_bytes=m.size_bytes,
+                    context_length=m.context_length,
+                    architecture=m.architecture,
+                    quantization=m.quantization,
+                    chat_format=m.chat_format,
+                    default=m.is_default,
+                ),
+            )
+            for m in reply.models
+        ]
+        metrics.requests.labels(MODELS_ROUTE, "200", "").inc()
+        return ModelListOut(data=data)
+
+    return router

@@ -1,0 +1,299 @@
+"""One llama.cpp model in memory, generating in a worker thread and streaming pieces to asyncio."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import threading
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import blake3
+import llama_cpp
+import numpy as np
+from llama_cpp import Llama
+from llama_cpp._internals import LlamaBatch
+
+from avadios.services.inference.chat_format import ChatRenderer, Message
+from avadios.services.inference.logit_stats import Logits, TokenStats, chosen_logprob, token_stats
+from avadios.services.inference.token_text import StopText
+
+# The sampler every request gets (llama-cpp-python's defaults, stated so a verifier can rely on them): top-k, then
+# top-p, then min-p, all on the raw logits, then temperature; repetition penalties off.
+SAMPLER_TOP_K = 40
+SAMPLER_MIN_P = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class Sampling:
+    max_tokens: int
+    temperature: float
+    top_p: float
+    seed: int | None
+    stop: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """New text, or (on the last piece) the finish reason and token counts."""
+
+    text: str
+    finish_reason: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    # want_tokens only: tokens sampled since the previous piece, with their logprobs as the generator saw them
+    token_ids: tuple[int, ...] = ()
+    logprobs: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    """A candidate answer under teacher forcing (see Engine.score)."""
+
+    prompt_tokens: int
+    pieces: tuple[bytes, ...]  # every candidate token's text bytes
+    end_of_generation: tuple[bool, ...]
+    positions: tuple[int, ...]  # which candidate tokens `stats` describe
+    stats: tuple[TokenStats, ...]
+
+
+class Engine:
+    """A loaded model. One generation at a time: callers serialize with their own lock."""
+
+    def __init__(self, path: Path, context_length: int, threads: int) -> None:
+        self.path = path
+        self.threads = threads or os.cpu_count() or 1
+        self.llm = Llama(
+            model_path=str(path),
+            n_ctx=context_length,
+            n_threads=self.threads,
+            n_threads_batch=self.threads,
+            verbose=False,
+        )
+        self.context_length = self.llm.n_ctx()
+        meta = self.llm.metadata
+        vocab = self.llm._model
+        self.renderer = ChatRenderer(
+            meta.get("tokenizer.chat_template"),
+            bos_token=vocab.token_get_text(self.llm.token_bos()),
+            eos_token=vocab.token_get_text(self.llm.token_eos()),
+        )
+        self.n_vocab = self.llm.n_vocab()
+        self._model_hash = b""
+        # The last prompt evaluated on its own from an empty cache, and its last logits row: while the KV cache
+        # still holds exactly that evaluation, scoring an answer to the same prompt starts from it (see _score).
+        self._prompt_state: tuple[list[int], Logits] | None = None
+        # llama.cpp state is not thread safe: every call into it runs on this one thread.
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama")
+
+    @classmethod
+    async def load(cls, path: Path, context_length: int, threads: int) -> Engine:
+        return await asyncio.to_thread(cls, path, context_length, threads)
+
+    def close(self) -> None:
+        self._thread.shutdown(wait=True)
+        self.llm.close()
+
+    def model_hash(self) -> bytes:
+        """BLAKE3 of the GGUF file (what the network pins a model by); hashed once, on first use."""
+        if not self._model_hash:
+            hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
+            hasher.update_mmap(self.path)
+            self._model_hash = hasher.digest()
+        return self._model_hash
+
+    def tokenize_prompt(self, prompt: str, has_bos: bool = False) -> list[int]:
+        return self.llm.tokenize(prompt.encode("utf-8"), add_bos=not has_bos, special=True)
+
+    def render_chat(self, messages: list[Message]) -> tuple[list[int], tuple[str, ...]]:
+        rendered = self.renderer.render(messages)
+        return self.tokenize_prompt(rendered.text, rendered.has_bos), rendered.stop
+
+    async def generate(self, tokens: list[int], sampling: Sampling, want_tokens: bool = False) -> AsyncIterator[Piece]:
+        """Stream pieces as llama.cpp produces them; closing the iterator stops generation at the next token.
+        With `want_tokens` every sampled token comes too, with its logprob (same tokens as without)."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[object] = asyncio.Queue()
+        stop_flag = threading.Event()
+
+        def put(item: object) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        def run() -> None:
+            try:
+                if want_tokens:
+                    self._generate_tokens(tokens, sampling, put, stop_flag)
+                    return
+                finish = "stop"
+                self._prompt_state = None  # create_completion may re-use and re-evaluate parts of the cache
+                stream = self.llm.create_completion(
+                    tokens,
+                    max_tokens=sampling.max_tokens,
+                    temperature=sampling.temperature,
+                    top_p=sampling.top_p,
+                    top_k=SAMPLER_TOP_K,
+                    min_p=SAMPLER_MIN_P,
+                    seed=sampling.seed,
+                    stop=list(sampling.stop) or None,
+                    stream=True,
+                )
+                for chunk in stream:
+                    choice: Any = chunk["choices"][0]  # type: ignore[index]
+                    if choice["text"]:
+                        put(Piece(choice["text"]))
+                    if choice.get("finish_reason"):
+                        finish = choice["finish_reason"]
+                    if stop_flag.is_set():
+                        stream.close()  # type: ignore[union-attr]
+                        break
+                # llama.cpp evaluates every sampled token except the last one; "length" means exactly max_tokens.
+                generated = self.llm.n_tokens - len(tokens)
+                completion = sampling.max_tokens if finish == "length" else max(0, generated)
+                # The finishing piece (or an exception) is the last item: no separate "done" wake-up of the loop.
+                put(Piece("", finish, len(tokens), completion))
+            except BaseException as exc:
+                put(exc)
+
+        future = loop.run_in_executor(self._thread, run)
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                assert isinstance(item, Piece)
+                yield item
+                if item.finish_reason:
+                    break
+        finally:
+            stop_flag.set()
+            await asyncio.shield(future)
+
+    def _generate_tokens(
+        self, prompt: list[int], sampling: Sampling, put: Callable[[object], None], stop_flag: threading.Event
+    ) -> None:
+        """create_completion's loop, written out so every sampled token and its logits can be seen. The cost per
+        token is one log-sum-exp over the last logits row (no logits_all, which keeps a row per position)."""
+        llm = self.llm
+        # The same seed rule as create_completion: with or without want_tokens a request samples the same tokens.
+        llm.set_seed(sampling.seed if sampling.seed is not None else random.Random(llm._seed).randint(0, 2**32))
+        # No reuse of a cached prompt prefix: logits depend (slightly) on how positions were batched, so an answer
+        # that must be reproducible by others and checked against their numbers starts from an empty cache.
+        llm.n_tokens = 0
+        text = StopText(sampling.stop)
+        ids: list[int] = []
+        logprobs: list[float] = []
+        sent = 0
+        pending = ""
+        finish = "length"
+        generator = llm.generate(
+            prompt,
+            top_k=SAMPLER_TOP_K,
+            top_p=sampling.top_p,
+            min_p=SAMPLER_MIN_P,
+            typical_p=1.0,
+            temp=sampling.temperature,
+            repeat_penalty=1.0,
+        )
+        try:
+            for token in generator:
+                row = self._logits(-1)
+                if not ids:  # the row the first token was sampled from: the prompt's, evaluated from scratch
+                    self._prompt_state = (list(prompt), row.copy())
+                ids.append(token)
+                logprobs.append(chosen_logprob(row, token))
+                if llama_cpp.llama_vocab_is_eog(llm._model.vocab, token):
+                    finish = "stop"
+                    break
+                pending += text.feed(self.piece(token))
+                if text.stopped:
+                    finish = "stop"
+                    break
+                if len(ids) >= sampling.max_tokens or stop_flag.is_set():
+                    break
+                put(Piece(pending, token_ids=tuple(ids[sent:]), logprobs=tuple(logprobs[sent:])))
+                pending, sent = "", len(ids)
+        finally:
+            generator.close()
+        pending += text.finish()
+        if pending or sent < len(ids):
+            put(Piece(pending, token_ids=tuple(ids[sent:]), logprobs=tuple(logprobs[sent:])))
+        put(Piece("", finish, len(prompt), len(ids)))
+
+    def piece(self, token: int) -> bytes:
+        """A token's text bytes, as detokenize concatenates them (control tokens have none)."""
+        return self.llm._model.detokenize([token], special=False)
+
+    def _logits(self, index: int) -> Logits:
+        """A view of one output row of the last decode (-1: the last one); valid until the next decode."""
+        row = llama_cpp.llama_get_logits_ith(self.llm.ctx, index)
+        return np.ctypeslib.as_array(row, shape=(self.n_vocab,))
+
+    async def score(self, prompt: list[int], candidate: list[int], positions: Sequence[int], top_k: int) -> Scored:
+        return await asyncio.get_running_loop().run_in_executor(
+            self._thread, self._score, prompt, candidate, positions, top_k
+        )
+
+    def _score(self, prompt: list[int], candidate: list[int], positions: Sequence[int], top_k: int) -> Scored:
+        """Teacher forcing in two prefills, always the same two: the prompt alone (as generation evaluates it, so
+        the first token's distribution is exactly the generator's), then every candidate token but the last in one
+        batch, keeping logits only at the rows that predict the scored positions. The numbers depend on nothing
+        but the model, the prompt and the candidate: a prompt evaluated the same way just before (the answer's own
+        generation, or another candidate's scoring) is used again as is, which is the same computation."""
+        llm = self.llm
+        n_prompt = len(prompt)
+        wanted = sorted(set(positions)) if positions else list(range(len(candidate)))
+        stats: dict[int, TokenStats] = {}
+        if wanted:
+            first = self._evaluate_prompt(prompt)
+            if wanted[0] == 0:
+                stats[0] = token_stats(first, candidate[0], top_k)
+            rows = {n_prompt - 1 + j: j for j in wanted if j > 0}  # position n_prompt - 1 + j predicts candidate[j]
+            body = candidate[: max(wanted)]  # no need to evaluate beyond the last row asked for
+            batch = LlamaBatch(n_tokens=llm.n_batch, embd=0, n_seq_max=1)
+            try:
+                for offset in range(0, len(body), llm.n_batch):
+                    chunk = body[offset : offset + llm.n_batch]
+                    start = n_prompt + offset
+                    batch.set_batch(chunk, n_past=start, logits_all=False)
+                    for i in range(len(chunk)):
+                        batch.batch.logits[i] = start + i in rows
+                    llm._ctx.decode(batch)
+                    llm.input_ids[start : start + len(chunk)] = chunk
+                    llm.n_tokens = start + len(chunk)
+                    for i in range(len(chunk)):
+                        if start + i in rows:
+                            j = rows[start + i]
+                            stats[j] = token_stats(self._logits(i), candidate[j], top_k)
+            finally:
+                batch.close()  # type: ignore[no-untyped-call]  # llama-cpp-python's batch has no type hints
+                # The last logits are not those of the last position: the next generate must decode again.
+                llm._requires_eval = True
+        vocab = llm._model.vocab
+        return Scored(
+            prompt_tokens=n_prompt,
+            pieces=tuple(self.piece(t) for t in candidate),
+            end_of_generation=tuple(bool(llama_cpp.llama_vocab_is_eog(vocab, t)) for t in candidate),
+            positions=tuple(wanted),
+            stats=tuple(stats[j] for j in wanted),
+        )
+
+    def _evaluate_prompt(self, prompt: list[int]) -> Logits:
+        """Leave exactly `prompt` in the KV cache, evaluated on its own from an empty cache, and return its last
+        logits row; re-used when the cache still holds that very evaluation."""
+        llm = self.llm
+        state = self._prompt_state
+        n = len(prompt)
+        if state is not None and state[0] == prompt and llm.n_tokens >= n and llm.input_ids[:n].tolist() == prompt:
+            llm._ctx.kv_cache_seq_rm(-1, n, -1)
+            llm.n_tokens = n
+            return state[1]
+        llm._ctx.kv_cache_seq_rm(-1, 0, -1)
+        llm.n_tokens = 0
+        llm.eval(prompt)
+        row = self._logits(-1).copy()
+        self._prompt_state = (list(prompt), row)
+        return row
