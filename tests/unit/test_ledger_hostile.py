@@ -26,6 +26,7 @@ from avadios.ledger.block import (
     make_vote,
     sign_block,
     verify_block,
+    verify_signature,
     verify_vote,
 )
 from avadios.ledger.gossip_check import MAX_GOSSIP_ITEMS, GossipDoor, check_gossip_batch
@@ -442,7 +443,7 @@ def test_a_replayed_item_costs_a_hash_not_a_signature_check(net3: Network, monke
 
 
 def test_a_replayed_fork_of_a_confirmed_block_is_verified_once(net3: Network, monkeypatch: pytest.MonkeyPatch) -> None:
-    import services.ledger.replica as replica_module
+    import avadios.services.ledger.replica as replica_module
 
     a, b = net3.wallets
     n0 = net3.replicas[0]
@@ -451,7 +452,7 @@ def test_a_replayed_fork_of_a_confirmed_block_is_verified_once(net3: Network, mo
     net3.hub.run()
     fork = send(net3, n0, a, b.account, 2, tip)
     verified = 0
-    real = replica_module.verify_signature
+    real = verify_signature
 
     def counting(*args: Any) -> bool:
         nonlocal verified
