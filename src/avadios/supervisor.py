@@ -139,7 +139,7 @@ class Supervisor:
                 self.children.append(
                     Child(
                         f"{service}-{replica}",
-                        [sys.executable, "-m", f"services.{service}"],
+                        [sys.executable, "-m", f"avadios.services.{service}"],
                         {**env, "AVADIOS_REPLICA": str(replica)},
                         logs / f"{service}-{replica}.log",
                     )
