@@ -2,10 +2,10 @@
 replicas, with honest transfers going on, measuring the victim's memory and CPU and whether confirmations go on.
 
 Five replicas (every one a representative of weight 1, each with its own RocksDB in a temporary directory) exchange
-blocks and votes through the in-memory hub (tests/ledger_gossip_hub.py) in one process and one event loop, as the
-unit tests do: a full devnet runs 5 x 6 processes, too many for the 2 shared cores this was measured on. The
-attacker reaches the victim (node 0) the way a peer does: its batches go through the ledger's door (the gossip
-check and signature checks a GossipBatch passes) and its catch-up answers through `CatchUp` with a fake Peering.
+blocks and votes through the tests' in-memory hub (tests/ledger_gossip_hub.py) in one process and one event loop:
+a full devnet runs 5 x 6 processes, too many for the 2 shared cores this was measured on. The attacker reaches the
+victim (node 0) the way a peer does: its batches go through the ledger's door (the gossip check and signature
+checks a GossipBatch passes) and its catch-up answers through `CatchUp` with a lying door to peers.
 Honest transfers (one at a time, 10 a second at most, four wallets in turn) are submitted at node 1 and timed
 until the victim confirms them. Attack items are prepared before the clock starts: only the victim's work counts.
 
@@ -15,13 +15,14 @@ Runs against whatever code is on PYTHONPATH, so the same script measures the cod
 
     PYTHONPATH=src:. .venv/bin/python bench/hostile_peer.py --label after --out after.jsonl
     PYTHONPATH=/tmp/before/src:/tmp/before .venv/bin/python bench/hostile_peer.py --label before --out before.jsonl
-    .venv/bin/python bench/hostile_peer.py --report before.jsonl after.jsonl
+    PYTHONPATH=src:. .venv/bin/python bench/hostile_peer.py --report before.jsonl after.jsonl
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import os
 import subprocess
@@ -30,10 +31,9 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
-from avadios.services.ledger.gossip import InMemoryHub
 from nacl.signing import SigningKey
 
 from avadios.ledger.amount import Micro
@@ -41,10 +41,32 @@ from avadios.ledger.block import HOLD, REFUND, SEND, SETTLE, ZERO_HASH, Block, b
 from avadios.ledger.errors import LedgerError
 from avadios.ledger.genesis import Allocation, Genesis, RepresentativeWeight
 from avadios.ledger.wallet import ChainTip, Wallet
-from avadios.services.ledger.audit import audit
-from avadios.services.ledger.replica import LedgerChainSource, Replica
-from avadios.services.ledger.state import Ledger
-from avadios.v1 import ledger_pb2, p2p_pb2
+from avadios.v1 import ledger_pb2
+
+
+def _module(now: str, before: str) -> Any:
+    """A module of whichever code is on the path: today's layout, or the one before the fix (commit 6c98306, when
+    the services were top-level `services.*` and the hub lived in services/ledger/gossip.py), so one script measures
+    both."""
+    try:
+        return importlib.import_module(now)
+    except ModuleNotFoundError:
+        return importlib.import_module(before)
+
+
+if TYPE_CHECKING:
+    from avadios.services.ledger.audit import audit
+    from avadios.services.ledger.network import CatchUp
+    from avadios.services.ledger.replica import LedgerChainSource, Replica
+    from avadios.services.ledger.state import Ledger
+    from tests.ledger_gossip_hub import InMemoryHub
+else:
+    audit = _module("avadios.services.ledger.audit", "services.ledger.audit").audit
+    CatchUp = _module("avadios.services.ledger.network", "services.ledger.network").CatchUp
+    _replica = _module("avadios.services.ledger.replica", "services.ledger.replica")
+    LedgerChainSource, Replica = _replica.LedgerChainSource, _replica.Replica
+    Ledger = _module("avadios.services.ledger.state", "services.ledger.state").Ledger
+    InMemoryHub = _module("tests.ledger_gossip_hub", "services.ledger.gossip").InMemoryHub
 
 ATTACKS = (
     "stale_votes",
@@ -87,10 +109,10 @@ def make_door(network: bytes, genesis: Genesis) -> Callable[[ledger_pb2.LedgerGo
         door = GossipDoor(network, genesis.weight_of, len(genesis.representatives))
         return door.admit
     except ImportError:  # the code before: the gateway's shape check, then the ledger service's signature checks
-        from avadios.services.gateway.ledger_relay import check_gossip_batch
-
         from avadios.ledger.block import verify_block, verify_vote
         from avadios.ledger.errors import BadVote
+
+        check_gossip_batch = importlib.import_module("services.gateway.ledger_relay").check_gossip_batch
 
         def admit(batch: ledger_pb2.LedgerGossipBatch) -> list[Any]:
             check_gossip_batch(batch)
@@ -270,15 +292,15 @@ class StaleVotes(Attack):
 
 
 class Replay(Attack):
-    """One item replayed at REPLAY_RATE items a second."""
+    """One item replayed at REPLAY_RATE items a second, in full batches of 256: one batch a loop turn at most, as a
+    node takes one GossipBatch per message, with its other work in between."""
 
     item: Any
 
     def step(self, elapsed: float) -> None:
-        due = min(int(elapsed * REPLAY_RATE) - self.sent, 10 * 256)  # a victim that falls behind gets no more
-        if due >= 256:
-            self.net.attack([self.item] * due)
-            self.sent += due
+        if int(elapsed * REPLAY_RATE) - self.sent >= 256:
+            self.net.attack([self.item] * 256)
+            self.sent += 256
 
     def extra(self) -> dict[str, Any]:
         parked = getattr(self.net.victim, "parked", None)
@@ -301,8 +323,9 @@ class OrphanReplay(Replay):
 
     def prepare(self) -> None:
         net = self.net
-        a = net.wallets[3]
-        self.item = Gossip(block=a.send(ChainTip(os.urandom(32), 7, FUNDS, 1), a.account, 1, net.network, net.clock()))
+        a = net.attacker  # an account of its own: no honest block ever makes this one stale
+        tip = ChainTip(os.urandom(32), 7, 1, 1)
+        self.item = Gossip(block=a.send(tip, net.wallets[0].account, 1, net.network, net.clock()))
 
 
 class StrayVoteReplay(Replay):
@@ -374,20 +397,32 @@ class ForkStorm(Attack):
 
 
 class LyingPeering:
-    """The gateway's Peering as seen by catch-up, answering for one peer that lies."""
+    """The gateway's door to peers as catch-up sees it, answering for one peer that lies: today's peer door
+    (`peers`, `send`) and the Peering calls of the code before (LedgerFrontiers and LedgerChain, each wrapping the
+    request with the peer's address)."""
 
     def __init__(self, mode: str, account: bytes) -> None:
         self.mode, self.account = mode, account
         self.calls = 0
         self.served = 0
 
-    async def LedgerPeers(self, request: Any, timeout: float) -> Any:
-        return p2p_pb2.LedgerPeersReply(multiaddrs=["/ip4/127.0.0.1/tcp/4001/p2p/liar"])
+    async def peers(self) -> list[str]:
+        return ["/ip4/127.0.0.1/tcp/4001/p2p/liar"]
+
+    async def send(self, peer: str, body: Any, reply_class: Any, timeout: float = 10.0) -> Any:
+        if isinstance(body, ledger_pb2.LedgerFrontiersRequest):
+            return await self.frontiers(body)
+        return await self.chain(body)
 
     async def LedgerFrontiers(self, request: Any, timeout: float) -> ledger_pb2.LedgerFrontiersReply:
+        return await self.frontiers(request.request)
+
+    async def LedgerChain(self, request: Any, timeout: float) -> ledger_pb2.LedgerChainReply:
+        return await self.chain(request.request)
+
+    async def frontiers(self, ask: Any) -> ledger_pb2.LedgerFrontiersReply:
         self.calls += 1
         await asyncio.sleep(0)
-        ask = request.request
         if self.mode == "frontiers":
             base = int.from_bytes(ask.start or bytes(32), "big")
             fronts = [
@@ -402,10 +437,9 @@ class LyingPeering:
             frontiers=[ledger_pb2.LedgerFrontier(account=self.account, head=bytes(32), height=2**63 - 1)]
         )
 
-    async def LedgerChain(self, request: Any, timeout: float) -> ledger_pb2.LedgerChainReply:
+    async def chain(self, ask: Any) -> ledger_pb2.LedgerChainReply:
         self.calls += 1
         await asyncio.sleep(0)
-        ask = request.request
         template = Block(kind=SEND, account=ask.account, previous=bytes(32), balance=1, timestamp_ms=1)
         template.destination, template.amount, template.signature = bytes(32), 1, bytes(64)
         reply = ledger_pb2.LedgerChainReply()
@@ -425,8 +459,6 @@ class CatchUpLie(Attack):
     mode = "chain"
 
     def prepare(self) -> None:
-        from avadios.services.ledger.network import CatchUp
-
         self.peering = LyingPeering(self.mode, self.net.wallets[3].account)
         self.catchup = CatchUp(self.net.victim, self.peering)  # type: ignore[arg-type]
         self.task: asyncio.Task[None] | None = None
@@ -510,6 +542,7 @@ async def run_load(name: str, seconds: float, quiet: float, cap_mb: float) -> di
                     "confirmed": len(lat),
                     "p50_ms": pct(lat, 50),
                     "p95_ms": pct(lat, 95),
+                    "max_ms": pct(lat, 100),
                 }
 
             calm = await phase(quiet, False)
@@ -615,7 +648,11 @@ def report(paths: list[str]) -> None:
             q, h = r["quiet"], r["hostile"]
             notes = {k: v for k, v in r.items() if k not in ("attack", "label", "quiet", "hostile")}
             cap = f" (stopped after {h['seconds']} s: grew past the cap)" if h["stopped_at_rss_cap"] else ""
-            p95 = f"{q['p95_ms'] or 0:.0f} → {h['p95_ms']:.0f} ms" if h["p95_ms"] is not None else "none confirmed"
+            p95 = (
+                f"{q['p95_ms'] or 0:.0f} → {h['p95_ms']:.0f} ms (max {q['max_ms'] or 0:.0f} → {h['max_ms']:.0f})"
+                if h["p95_ms"] is not None
+                else "none confirmed"
+            )
             print(
                 f"| {attack} | {label} | {q['rss_peak_mb']:.0f} → {h['rss_peak_mb']:.0f}{cap} | {q['cpu_pct']:.0f} % → "
                 f"{h['cpu_pct']:.0f} % | {q['confirmed']} / {h['confirmed']} (stalled {h['stalled']}) | {p95} | "

@@ -26,14 +26,14 @@ from avadios.v1.ledger_pb2 import UNPAID_NOT_DELIVERED, UNPAID_REJECTED
 from tests.helpers import cli_json, eventually
 
 pytestmark = pytest.mark.slow
-# fast peer liveness, and a representative counts as offline 5 s after its last vote (60 s by default); wallets claim
-# what they receive by hand here (`wallet receive`), as these tests check that path (paid inference tests the other)
 FAST = {
+    # fast peer liveness, and a representative counts as offline 5 s after its last vote (60 s by default)
     "ping_interval_s": 1.0,
     "dht_rpc_timeout_s": 1.0,
     "dead_after_failures": 2,
     "ledger_online_window_s": 5.0,
-    "wallet_auto_receive_s": 0,
+    # these tests claim payments themselves (and read them pending first): the nodes' own claiming is off
+    "wallet_auto_receive_s": 0.0,
 }
 AUTOM = MICRO_PER_AUTOM
 CONFIRMED = ledger_pb2.BLOCK_STATUS_CONFIRMED

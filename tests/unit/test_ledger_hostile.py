@@ -26,6 +26,7 @@ from avadios.ledger.block import (
     make_vote,
     sign_block,
     verify_block,
+    verify_signature,
     verify_vote,
 )
 from avadios.ledger.gossip_check import MAX_GOSSIP_ITEMS, GossipDoor, check_gossip_batch
@@ -439,3 +440,28 @@ def test_a_replayed_item_costs_a_hash_not_a_signature_check(net3: Network, monke
     assert calls == {"door": 2, "replica": 2}
     with pytest.raises(errors.LedgerError):  # the same item padded is new bytes: checked, and refused
         gate.admit(ledger_pb2.LedgerGossipBatch(items=[Gossip(vote=pad(vote, 10))]))
+
+
+def test_a_replayed_fork_of_a_confirmed_block_is_verified_once(net3: Network, monkeypatch: pytest.MonkeyPatch) -> None:
+    import avadios.services.ledger.replica as replica_module
+
+    a, b = net3.wallets
+    n0 = net3.replicas[0]
+    tip = tip_of(n0.ledger, a.account)
+    n0.submit(send(net3, n0, a, b.account, 1, tip))
+    net3.hub.run()
+    fork = send(net3, n0, a, b.account, 2, tip)
+    verified = 0
+    real = verify_signature
+
+    def counting(*args: Any) -> bool:
+        nonlocal verified
+        verified += 1
+        return real(*args)
+
+    monkeypatch.setattr(replica_module, "verify_signature", counting)
+    for _ in range(100):
+        n0.on_gossip(Gossip(block=fork))
+    assert verified == 1
+    with pytest.raises(errors.StalePredecessor):
+        n0.submit(fork)  # a local client still hears why

@@ -59,6 +59,7 @@ from avadios.ledger.errors import (
     ForkLimit,
     LedgerError,
     NothingPending,
+    StalePredecessor,
     UnknownHold,
     UnknownPredecessor,
 )
@@ -81,7 +82,7 @@ MAX_STRAY_VOTE_BYTES = 8 << 20
 # Forks of one slot an election keeps: the first candidate and those with votes stay; a newcomer without votes is
 # refused once the slot is full (each candidate is checked and re-evaluated on every vote).
 MAX_CANDIDATES = 8
-RECENT_VOTES = 16384
+RECENT_VOTES = 16384  # also: blocks remembered as refused for good (a fork of a confirmed block)
 # A catch-up page stays well under the 1 MiB P2P envelope whatever the number of representatives (their votes
 # travel with each block).
 CHAIN_PAGE_BYTES = 512 << 10
@@ -244,6 +245,7 @@ class Replica:
         self._stray_votes = Parking(MAX_STRAY_VOTES, MAX_STRAY_VOTE_BYTES, 2 * len(self._weights))
         # votes verified lately: peers repeat open elections' votes every 2 s, and a replayed vote costs a hash
         self._verified_votes: OrderedDict[bytes, None] = OrderedDict()
+        self._stale: OrderedDict[bytes, None] = OrderedDict()  # blocks refused as forks of a confirmed block
         self._listeners: list[Callable[[bytes, bool], None]] = []
         self.equivocations = 0
         # Own votes wait here until `flush` signs them. Without a scheduler every entry point flushes before it
@@ -323,12 +325,18 @@ class Replica:
         # 2 s) is recognised before its signature costs a verification.
         check_shape(block)
         digest = block_hash(block, self.network)
-        if digest in self._by_hash or self._orphans.holds(digest) or self.ledger.knows(digest):
+        if digest in self._by_hash or digest in self._stale or self._orphans.holds(digest) or self.ledger.knows(digest):
             return
         if not verify_signature(block.account, digest, block.signature):
             raise BadSignature(f"block {digest.hex()[:16]} is not signed by its account's key")
         try:
             self._admit(block, digest)
+        except StalePredecessor:
+            # for good: a confirmed chain never shrinks. Remembered, so a replay costs a hash, not a verification.
+            self._stale[digest] = None
+            if len(self._stale) > RECENT_VOTES:
+                self._stale.popitem(last=False)
+            raise
         except (UnknownPredecessor, UnknownHold) as exc:
             self._park(block, digest, block.previous if isinstance(exc, UnknownPredecessor) else block.source)
         except NothingPending:
