@@ -98,11 +98,14 @@ def test_two_inference_replicas_both_take_work_and_off_loopback_the_api_needs_th
         wait_for(both_serving, 60, "both inference replicas to serve")
         for _ in range(16):
             assert httpx.post(url, json=body, headers=auth, timeout=60).status_code == 200
-        served = {
-            s["replica"]: s["requests_served"]
-            for s in httpx.get(node.api_url + "/health").json()["services"]["inference"]
-        }
-        assert set(served) == {0, 1} and all(n > 0 for n in served.values()), served
+
+        def served() -> dict[int, int]:
+            replicas = httpx.get(node.api_url + "/health").json()["services"]["inference"]
+            return {s["replica"]: s["requests_served"] for s in replicas}
+
+        # /health shows each replica's last heartbeat (one a second): wait for both to report their work
+        wait_for(lambda: sum(served().values()) >= 16, 10, "heartbeats that count all 16 requests")
+        assert set(served()) == {0, 1} and all(n > 0 for n in served().values()), served()
         status = json.loads(node.cli("status", "--json").stdout)
         assert {"inference-0", "inference-1"} <= set(status["processes"])
 
