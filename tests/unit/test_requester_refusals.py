@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
 from nacl.signing import SigningKey
 
 from avadios.config import NodeConfig
@@ -146,3 +147,26 @@ def test_bad_results_are_refused_with_a_reason_count_against_their_senders_and_a
     assert job.refund_at_unix_ms > 0 and book.recent(1)[0].job_id == job.job_id
     # every provider got the same offer, pinned to the model's hash and the hold
     assert {o.hold for o in door.offers} == {b"H" * 32} and {o.model_hash for o in door.offers} == {MODEL_HASH}
+
+
+def test_a_request_cut_short_after_its_hold_keeps_the_hold_for_its_refund(tmp_path: Path) -> None:
+    peer = Peer(1)
+
+    def crash(offer: jobs_pb2.JobOffer) -> Exception:
+        raise RuntimeError("the gateway's deadline cancelled the request")
+
+    book = JobBook(tmp_path / "verifier")
+    requester = Requester(
+        NodeConfig(home=tmp_path),
+        Identity(SigningKey.generate()),
+        WalletClientStandIn(),  # type: ignore[arg-type]
+        Discovery([peer]),  # type: ignore[arg-type]
+        Door({peer.identity.node_id: crash}),  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
+        book,
+    )
+    request = inference_pb2.GenerateRequest(model="m", prompt="hi")
+    request.sampling.max_tokens = 3
+    with pytest.raises(RuntimeError, match="deadline"):
+        asyncio.run(requester.run(jobs_pb2.JobRequest(request=request, replicas=1, max_price=10**6)))
+    assert [digest for digest, _ in book.refunds_waiting()] == [b"H" * 32]  # the money is not stuck in the hold

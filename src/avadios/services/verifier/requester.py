@@ -214,6 +214,10 @@ class Requester:
             timings.answers_ms = lap()
             scored_by = await self._verify(request, the_plan)
             timings.verify_ms = lap()
+        except BaseException:
+            # the caller's deadline (a cancel) or a fault: nothing is paid, and the hold comes back at its expiry
+            self.book.keep_for_refund(hold.block, hold.hash)
+            raise
         finally:
             self.running -= 1
         verdict = self._judge(request, the_plan)
@@ -444,8 +448,8 @@ class Requester:
                 async with self.wallet_lock:
                     refund = await self.wallet.refund(hold)
             except AvadiosError as exc:
-                if "closed" in exc.message or "settled" in exc.message or "refunded" in exc.message:
-                    self.book.refunded(digest)  # someone closed it already (a second process of this wallet)
+                if exc.reason == "hold_closed":  # already settled or refunded (by another client of this wallet)
+                    self.book.refunded(digest)
                 log.warning("refund not made yet", extra={"hold": digest.hex()[:16], "reason": exc.message})
                 continue
             self.book.refunded(digest)
