@@ -118,6 +118,8 @@ def wait_for_providers(node: devnet.DevnetNode, count: int) -> None:
 def test_a_local_model_is_answered_locally_and_nothing_leaves_the_node(net: Net) -> None:
     requester = net.node(1)
     wait_for_providers(requester, 5)
+    verifier = api(requester, "GET", "/health").json()["services"]["verifier"]
+    assert [v["status"] for v in verifier] == ["serving"]  # the node's network tier is one of its services
     pings = p2p_sent(requester, "avadios.v1.PingRequest")
     for _ in range(3):
         reply = chat(requester)
