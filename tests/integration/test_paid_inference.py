@@ -159,7 +159,12 @@ def test_three_honest_providers_are_paid_exactly_their_quotes_and_money_is_conse
     requester = net.node(1)
     providers = [net.node(i) for i in (3, 4, 5)]
     local = chat(requester).json()["choices"][0]["message"]["content"]
-    eventually(lambda: wallet(requester)["held"] == 0, 30, "no hold of the requester still open")
+    # earlier tests' settles and payments have landed: no hold open, nothing a provider has yet to claim
+    eventually(
+        lambda: wallet(requester)["held"] == 0 and all(wallet(n)["pending"] == 0 for n in providers),
+        30,
+        "earlier payments settled and claimed",
+    )
     before = {n.index: wallet(n) for n in (requester, *providers)}
     client = OpenAI(base_url=requester.api_url + "/v1", api_key="unused-on-loopback")
     raw = client.chat.completions.with_raw_response.create(
