@@ -107,7 +107,11 @@ def history_json(entry: ledger_pb2.LedgerHistoryEntry) -> dict[str, Any]:
 
 
 def _stale(exc: RpcError) -> bool:
-    return exc.code is grpc.StatusCode.FAILED_PRECONDITION and "predecessor" in exc.message
+    """Another block of this wallet won the head (another client of it appended first, or the running node claimed
+    a payment meanwhile): rebuild on the new head and try again."""
+    return exc.code is grpc.StatusCode.FAILED_PRECONDITION and (
+        exc.reason == "stale_predecessor" or "predecessor" in exc.message
+    )
 
 
 class WalletClient:
