@@ -68,7 +68,7 @@ def _ephemeral_range() -> tuple[int, int]:
         return 32768, 60999
 
 
-def free_ports(count: int) -> list[int]:
+def free_ports(count: int, avoid: set[int] | None = None) -> list[int]:
     """Ports free for both TCP and UDP right now, held open together so none is handed out twice.
 
     They are drawn below the kernel's ephemeral range: a port from `bind(0)` is an ephemeral one, and any
@@ -80,7 +80,7 @@ def free_ports(count: int) -> list[int]:
     try:
         while len(ports) < count:
             port = random.randrange(first, stop)
-            if port in ports:
+            if port in ports or port in (avoid or set()):
                 continue
             tcp = socket.socket()
             udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -148,7 +148,8 @@ def create_node(
     """Make a node home with its own ports and config.toml (not started)."""
     home = directory / f"node-{index}"
     home.mkdir(parents=True, exist_ok=True)
-    api, nats, p2p, dht = free_ports(4)
+    # Ports the devnet's other nodes were given: free now only because those nodes have not started yet.
+    api, nats, p2p, dht = free_ports(4, avoid=_ports_taken(directory, home))
     config = {
         "api_port": api,
         "nats_port": nats,
@@ -171,6 +172,17 @@ def create_node(
     if (directory / GENESIS_FILE).exists():  # a node added later joins the devnet's network (not a representative)
         (home / GENESIS_FILE).write_bytes((directory / GENESIS_FILE).read_bytes())
     return DevnetNode(index, str(home), node_id, api, nats, p2p, dht)
+
+
+def _ports_taken(directory: Path, home: Path) -> set[int]:
+    taken: set[int] = set()
+    for config in directory.glob(f"node-*/{CONFIG_FILE}"):
+        if config.parent == home:
+            continue
+        with contextlib.suppress(OSError, ValueError), config.open("rb") as f:
+            values = tomllib.load(f)
+            taken |= {int(values[k]) for k in ("api_port", "nats_port", "p2p_port", "dht_port") if k in values}
+    return taken
 
 
 def _wallet(home: Path) -> Wallet:

@@ -153,3 +153,16 @@ def test_the_liar_knob_is_refused_outside_a_devnet_and_names_its_kinds(tmp_path:
         devnet.parse_liars("random:3", 3)
     with pytest.raises(devnet.DevnetError, match="KIND:N"):
         devnet.parse_liars("lazy:1", 3)
+
+
+def test_devnet_nodes_never_share_a_port_though_none_is_bound_before_they_start(tmp_path: Path, monkeypatch) -> None:
+    from avadios import devnet
+    from avadios.testing.tiny_gguf import write_tiny_gguf
+
+    model = write_tiny_gguf(tmp_path / "m.gguf")
+    offers = iter(list(range(20_000, 20_004)) * 2 + list(range(20_004, 20_100)))  # every node is offered 20000+ first
+    monkeypatch.setattr(devnet.random, "randrange", lambda low, high: next(offers))
+    first = devnet.create_node(tmp_path, 1, model, [], {})
+    second = devnet.create_node(tmp_path, 2, model, [], {})
+    ports = [(n.api_port, n.nats_port, n.p2p_port, n.dht_port) for n in (first, second)]
+    assert not set(ports[0]) & set(ports[1]), ports
