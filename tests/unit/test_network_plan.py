@@ -161,7 +161,7 @@ def test_devnet_nodes_never_share_a_port_though_none_is_bound_before_they_start(
 
     model = write_tiny_gguf(tmp_path / "m.gguf")
     offers = iter(list(range(20_000, 20_004)) * 2 + list(range(20_004, 20_100)))  # every node is offered 20000+ first
-    monkeypatch.setattr(devnet.random, "randrange", lambda low, high: next(offers))
+    monkeypatch.setattr(random, "randrange", lambda low, high: next(offers))
     first = devnet.create_node(tmp_path, 1, model, [], {})
     second = devnet.create_node(tmp_path, 2, model, [], {})
     ports = [(n.api_port, n.nats_port, n.p2p_port, n.dht_port) for n in (first, second)]

@@ -145,16 +145,6 @@ class Pipeline:
             self._models_at = time.monotonic()
         return self._models
 
-    async def resolve_model(self, name: str) -> str:
-        """The model a name means on this node: "" and "default" mean the default model."""
-        models = await self.list_models()
-        if not name or name == "default":
-            return models.default_model
-        if name not in {m.name for m in models.models}:
-            raise ModelNotFound(
-                f"The model '{name}' does not exist on this node. Available: {', '.join(m.name for m in models.models)}"
-            )
-        return name
 
     def _goes_to_network(self, ask: NetworkAsk, model: str, local: set[str]) -> bool:
         if ask.tier not in ("auto", "local", "network"):
@@ -172,13 +162,16 @@ class Pipeline:
         network: NetworkAsk = NetworkAsk(),
     ) -> Answer:
         """Tier 0 when the cache has this exact reproducible request, else the network or tier 1 (see above).
-        `request.model` may be a name `resolve_model` takes; the first chunk is fetched here, so every error
+        `request.model` may be "" or "default" (the default model); the first chunk is fetched here, so every error
         surfaces before the caller has sent anything on."""
         models = await self.list_models()
         local = {m.name for m in models.models}
-        named = request.model if request.model and request.model != "default" else models.default_model
-        to_network = self._goes_to_network(network, named, local)
-        model = named if to_network else await self.resolve_model(request.model)
+        # "" and "default" mean this node's default model
+        model = request.model if request.model and request.model != "default" else models.default_model
+        to_network = self._goes_to_network(network, model, local)
+        if not to_network and model not in local:
+            available = ", ".join(m.name for m in models.models)
+            raise ModelNotFound(f"The model '{model}' does not exist on this node. Available: {available}")
         request = _with_model(request, model)
         key = None
         if reproducible(request.sampling) and (cache.lookup or cache.store):
