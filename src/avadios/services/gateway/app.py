@@ -1,9 +1,9 @@
 """The gateway's local HTTP API, assembled: the parts it serves from, and the FastAPI app over them.
 
-One router per area (`api/openai.py`, `api/wallet.py`, `api/peers.py`, `api/node.py`), one error handler
-(`api/errors.py`), one auth dependency (`api/auth.py`) on every route but the probes' /health and /metrics, and
-one limit on request bodies. Answers themselves come from the tier pipeline (`pipeline.py`), which knows
-nothing of HTTP.
+One router per area (`api/openai.py`, `api/wallet.py`, `api/peers.py`, `api/jobs.py`, `api/node.py`), one error
+handler (`api/errors.py`), one auth dependency (`api/auth.py`) on every route but the probes' /health and /metrics
+and the dashboard's static files (`api/web.py`: they hold no data), and one limit on request bodies. Answers
+themselves come from the tier pipeline (`pipeline.py`), which knows nothing of HTTP.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from avadios.services.gateway.api.node import node_router
 from avadios.services.gateway.api.openai import openai_router
 from avadios.services.gateway.api.peers import discovery_stub, peers_router
 from avadios.services.gateway.api.wallet import wallet_router
+from avadios.services.gateway.api.web import load_assets, web_router
 from avadios.services.gateway.health import HealthBoard
 from avadios.services.gateway.metrics import Metrics
 from avadios.services.gateway.pipeline import Pipeline
@@ -36,9 +37,7 @@ class Gateway:
         self.node_id = node_id
         self.api_key = api_key
         self.channel = channel
-        self.pipeline = Pipeline.over(
-            channel, config.request_timeout_s, config.default_max_tokens, config.network_tier
-        )
+        self.pipeline = Pipeline.over(channel, config.request_timeout_s, config.default_max_tokens, config.network_tier)
         self.board = HealthBoard()
         self.metrics = Metrics()
         self.discovery = discovery_stub(channel)
@@ -52,7 +51,8 @@ def build_app(gw: Gateway) -> FastAPI:
     app.include_router(wallet_router(gw.config.home, gw.channel), dependencies=keyed)
     app.include_router(peers_router(gw.discovery), dependencies=keyed)
     app.include_router(jobs_router(VerifierClient(gw.channel)), dependencies=keyed)
-    app.include_router(node_router(gw.node_id, gw.board, gw.metrics, auth))
+    app.include_router(node_router(gw.node_id, gw.board, gw.metrics))
+    app.include_router(web_router(load_assets()))
     install_error_handler(app, gw.metrics)
     app.add_middleware(BodyLimit, limit=gw.config.max_body_bytes)
     return app
