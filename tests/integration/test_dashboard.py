@@ -11,6 +11,7 @@ $AVADIOS_TEST_ARTIFACTS).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -60,8 +61,10 @@ def net(tmp_path_factory: pytest.TempPathFactory, default_model: Path) -> Iterat
     if reason:  # before the devnet starts: no minute spent on nodes no browser will look at
         pytest.skip(reason)
     directory = tmp_path_factory.mktemp("dashnet")
-    one = devnet.create_node(directory, 1, default_model, [], FAST)
-    two = devnet.create_node(directory, 2, default_model, [one.multiaddr], FAST)
+    # Node 1 asks one provider when told to use the network (node 2 is the only other node); node 2's API listens
+    # beyond loopback, so it wants its API key, as a node reachable from the LAN does.
+    one = devnet.create_node(directory, 1, default_model, [], {**FAST, "network_replicas": 1})
+    two = devnet.create_node(directory, 2, default_model, [one.multiaddr], {**FAST, "api_host": "0.0.0.0"})
     devnet.write_genesis(directory, [one, two])
     try:
         devnet.start(one)
@@ -88,8 +91,9 @@ class Browser:
         self.d = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
         self.d.set_script_timeout(30)
         # Chromium logs every 4xx/5xx answer of a fetch as a console error, even one the page handles: a test
-        # that provokes a refusal names its route here, and only those are let through.
+        # that provokes a refusal names it here (a regular expression), and only those are let through.
         self.expected_refusals: list[str] = []
+        self.keys: dict[str, str] = {}  # the API key to give a node's dashboard when it asks, by base URL
 
     def open(self, base: str, page: str) -> None:
         """Show a page of the dashboard at `base` and wait for its first content."""
@@ -101,10 +105,23 @@ class Browser:
             else location.hash = arguments[0];""",
             "#/" + page,
         )
+        if base in self.keys:
+            self.give_key_if_asked(base)
         self.wait(
             lambda: self.d.execute_script("return document.getElementById('page').dataset.ready") == page,
             f"the {page} page",
         )
+
+    def give_key_if_asked(self, base: str) -> None:
+        """Off loopback the dashboard asks for the key on its first API call; answer it as the user would."""
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not self.js("return document.getElementById('page').dataset.ready"):
+            if self.all("#key-dialog[open]"):
+                self.expected_refusals.append(re.escape(base) + r"/\S* - .* status of 401")
+                self.css("#key-input").send_keys(self.keys[base])
+                self.css("#key-form button[type=submit]").click()
+                return
+            time.sleep(0.05)
 
     def wait(self, check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
         deadline = time.monotonic() + timeout
@@ -149,7 +166,7 @@ class Browser:
             e
             for e in self.d.get_log("browser")
             if e["level"] == "SEVERE"
-            and not (e.get("source") == "network" and any(r in e["message"] for r in self.expected_refusals))
+            and not (e.get("source") == "network" and any(re.search(r, e["message"]) for r in self.expected_refusals))
         ]
 
     def quit(self) -> None:
@@ -159,6 +176,7 @@ class Browser:
 @pytest.fixture(scope="module")
 def browser(net: Net) -> Iterator[Browser]:
     b = Browser()
+    b.keys[net.two.api_url] = (Path(net.two.home) / "api.key").read_text().strip()
     try:
         yield b
     finally:
@@ -180,6 +198,13 @@ def api(node: devnet.DevnetNode, path: str) -> Any:
     return httpx.get(node.api_url + path, timeout=30).json()
 
 
+def autom_text(micro: int) -> str:
+    """Micro-AUTOM as the dashboard writes it: 1,000.5 / 0.000123."""
+    whole, fraction = divmod(micro, 1_000_000)
+    digits = f"{fraction:06d}".rstrip("0")
+    return f"{whole:,}" + (f".{digits}" if digits else "")
+
+
 def micro(b: Browser, selector: str) -> int:
     return int(b.css(selector).get_attribute("data-micro"))
 
@@ -197,6 +222,34 @@ def test_every_page_loads_and_says_what_is_missing(net: Net, clean_console: Brow
         if httpx.get(net.one.api_url + "/openapi.json").json()["paths"].get(route) is None:
             b.open(net.one.api_url, page)
             assert "is not on this node yet" in b.text(f"[data-feature-missing='{route}']")
+
+
+def test_off_loopback_the_dashboard_asks_for_the_key_once_and_keeps_it_in_the_session(
+    net: Net, clean_console: Browser
+) -> None:
+    b = clean_console
+    base = net.two.api_url
+    key = (Path(net.two.home) / "api.key").read_text().strip()
+    assert httpx.get(base + "/api/wallet").status_code == 401  # the API itself wants the key
+    b.d.get(base + "/")
+    b.js("sessionStorage.clear()")
+    b.d.refresh()
+    b.expected_refusals.append(re.escape(base) + r"/\S* - .* status of 401")
+    b.wait(lambda: b.all("#key-dialog[open]"), "the key question")
+    b.css("#key-input").send_keys("wrong-key")
+    b.css("#key-form button[type=submit]").click()
+    b.wait(lambda: "refused" in b.text("#key-error"), "the wrong key refused")
+    b.css("#key-input").send_keys(key)
+    b.css("#key-form button[type=submit]").click()
+    b.wait(lambda: b.all("#overview-balance"), "node 2's overview with the key")
+    assert b.text("#node-id") == net.two.node_id
+    assert b.js("return sessionStorage.getItem('avadios.apiKey')") == key
+    assert b.js("return localStorage.length") == 0  # never kept beyond the browser session
+    for page in ("wallet", "peers", "chat", "overview"):  # asked once: no page asks again
+        b.open(base, page)
+        b.wait(lambda: not b.all("[aria-busy=true]"), f"node 2's {page} page")
+        assert not b.all("#key-dialog[open]") and not b.all("#page .error"), page
+    b.keys[base] = key  # a fresh tab would ask again; this one keeps it
 
 
 def test_overview_shows_the_node_its_services_model_tiers_peers_and_balance(net: Net, clean_console: Browser) -> None:
@@ -271,6 +324,8 @@ def test_a_bootstrap_peer_is_added_and_removed_and_a_model_route_shows_each_part
     ]
     assert cells[0] == "1" and cells[-1] == "ranked" and all(float(x) == float(x) for x in cells[2:7]), cells
     b.shot("peers")
+    b.js("document.getElementById('route-table').scrollIntoView()")
+    b.shot("peers-route")
     b.css(f"#bootstrap-list li[data-address$='{net.two.node_id}'] button").click()
     b.confirm()
     b.wait(lambda: not b.all(f"#bootstrap-list li[data-address$='{net.two.node_id}']"), "node 2 gone from the list")
@@ -327,6 +382,31 @@ def test_a_send_that_is_refused_says_why_and_moves_nothing(net: Net, clean_conso
     b.wait(lambda: "Not sent" in b.text("#send-status"), "the refusal", timeout=30)
     assert "insufficient" in b.text("#send-status").lower()
     assert api(net.one, "/api/wallet")["spendable"] == before["spendable"]
+
+
+def test_a_chat_over_the_network_shows_its_cost_and_the_job_shows_on_the_jobs_page(
+    net: Net, clean_console: Browser
+) -> None:
+    b = clean_console
+    b.open(net.one.api_url, "chat")
+    b.wait(lambda: b.css("#chat-model").get_attribute("value") == MODEL, "the model picker")
+    b.css("#chat-new").click()
+    b.css("#chat-network").click()
+    b.css("#chat-max-tokens").clear()
+    b.css("#chat-max-tokens").send_keys("12")
+    b.css("#chat-input").send_keys("What is the capital of France?")
+    b.css("#chat-send").click()
+    answer = b.wait(lambda: b.all("#chat-log .msg.assistant[data-state=done]"), "the network's answer", timeout=120)[-1]
+    assert answer.get_attribute("data-tier") == "network"
+    meta = answer.find_element("css selector", ".meta").text
+    job = api(net.one, "/api/jobs?limit=1")["jobs"][0]
+    assert job["accepted"] and job["cost_micro"] > 0
+    assert f"cost {autom_text(job['cost_micro'])} AUTOM" in meta and job["job_id"][:12] in meta, meta
+    b.shot("chat-network")
+    b.open(net.one.api_url, "jobs")
+    row = b.wait(lambda: b.all(f"#jobs-table tr[data-job='{job['job_id']}']"), "the job on the Jobs page")[0]
+    assert net.two.node_id[:12] in row.text and "agreed" in row.text, row.text
+    b.shot("jobs")
 
 
 def test_a_narrow_window_gets_a_menu_and_no_sideways_scrolling(net: Net, clean_console: Browser) -> None:

@@ -37,7 +37,7 @@ export default {
     const sendButton = h("button", { type: "submit", class: "primary", id: "chat-send" }, "Send");
     const stopButton = h("button", { type: "button", id: "chat-stop", hidden: true }, "Stop");
     const status = h("div", { id: "chat-status" });
-    const clear = h("button", { type: "button", class: "small" }, "New chat");
+    const clear = h("button", { type: "button", class: "small", id: "chat-new" }, "New chat");
     let running = null;
 
     for (const m of conversation) {
