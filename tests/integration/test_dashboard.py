@@ -451,6 +451,9 @@ def devnet_pid(node: devnet.DevnetNode, process: str) -> int:
     return int(processes[process]["pid"])
 
 
+SPOKEN = "the weather is lovely today in the garden"
+
+
 def espeak_wav(path: Path, text: str) -> Path:
     subprocess.run(["espeak-ng", "-w", str(path), text], check=True, capture_output=True, timeout=30)
     return path
@@ -463,12 +466,23 @@ def test_voice_page_transcribes_an_uploaded_recording(net: Net, clean_console: B
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng is missing: it speaks the test sentence (apt-get install espeak-ng)")
     b = clean_console
-    wav = espeak_wav(tmp_path / "weather.wav", "The weather is lovely today in the garden.")
+    wav = espeak_wav(tmp_path / "spoken.wav", SPOKEN)
     b.open(net.one.api_url, "voice")
     b.css("#voice-file").send_keys(str(wav))
     b.wait(lambda: b.all("#voice-output[data-state=done], #voice-output[data-state=failed]"), "the transcript", 60)
     transcript = b.text("#transcript").lower()
-    assert "weather" in transcript and "garden" in transcript, transcript
+    # tiny.en on a synthetic voice gets a word wrong now and then: most of the sentence is what a user checks.
+    heard = set(re.findall(r"[a-z]+", transcript))
+    assert len(heard & set(SPOKEN.split())) >= 0.6 * len(SPOKEN.split()), transcript
+    # Text to speech plays back in the page: the browser decodes the node's WAV and knows its length.
+    b.css("#speech-text").send_keys("Hello from the dashboard.")
+    b.css("#speech-button").click()
+    b.wait(lambda: b.all("#speech-done"), "the speech", 60)
+    seconds = b.wait(
+        lambda: b.js("const a = document.getElementById('speech-audio'); return a.readyState >= 1 && a.duration"),
+        "the browser to load the speech",
+    )
+    assert 0.5 < seconds < 10, seconds
     b.shot("voice")
 
 

@@ -13,6 +13,19 @@ function saveBlob(blob, name) {
   setTimeout(() => URL.revokeObjectURL(url), 10000);
 }
 
+// One line from the audit of GET /api/files/{cap}/health: its verdict, each segment's healthy shards, hosters.
+function describeHealth(report) {
+  const parts = [report.health || "unknown"];
+  if (Array.isArray(report.healthy_per_segment)) {
+    parts.push(`healthy shards per segment ${report.healthy_per_segment.join(", ")}`);
+  }
+  if (Array.isArray(report.hosters)) {
+    const answered = report.hosters.filter((x) => !x.unreachable && !x.error).length;
+    parts.push(`${answered} of ${report.hosters.length} hosters answered`);
+  }
+  return parts.join(" · ");
+}
+
 export default {
   title: "Files",
   async render(root, { signal }) {
@@ -70,8 +83,8 @@ export default {
             class: "small",
             onclick: () =>
               act(`Checking ${f.name}`, async () => {
-                const health = await api(`/api/files/${encodeURIComponent(f.cap)}/health`);
-                return `${f.name}: ${JSON.stringify(health)}`;
+                const report = await api(`/api/files/${encodeURIComponent(f.cap)}/health`);
+                return `${f.name}: ${describeHealth(report)}`;
               }),
           }, "Check"),
           h("button", {
@@ -105,7 +118,7 @@ export default {
         form.append("file", file, file.name);
         const reply = await api("/api/files", { method: "POST", body: form });
         fileInput.value = "";
-        return `Stored ${file.name}${reply && reply.cap ? " as " + short(reply.cap, 24) : ""}.`;
+        return reply && reply.cap ? `Stored ${file.name} as ${short(reply.cap, 24)}` : `Stored ${file.name}.`;
       });
       uploadButton.disabled = false;
       await load();

@@ -4,10 +4,13 @@
 import { api, errorOf, hasRoute, send } from "../api.js";
 import { errorBox, h, notHere } from "../ui.js";
 
-function voiceNames(reply) {
-  // The voices route lists objects or names; take either.
-  const list = Array.isArray(reply) ? reply : reply.voices || reply.data || [];
-  return list.map((v) => (typeof v === "string" ? { id: v, label: v } : { id: v.id || v.name, label: v.name || v.id }));
+// GET /v1/audio/voices: {engine, available, detail, default_voice, voices: [{name, language, gender, ...}]}.
+function voiceOptions(reply) {
+  return (reply.voices || []).map((v) => ({
+    id: v.name,
+    label: [v.name, v.language, v.gender].filter(Boolean).join(" · "),
+    selected: v.name === reply.default_voice,
+  }));
 }
 
 async function transcribe(blob, name, output) {
@@ -93,11 +96,15 @@ export default {
       const voice = h("select", { id: "speech-voice", "aria-label": "voice" }, h("option", { value: "alloy" }, "alloy (default)"));
       const player = h("audio", { id: "speech-audio", controls: true, hidden: true });
       const status = h("div", { id: "speech-status" });
-      const form = h("form", {}, text, h("div", { class: "row" }, h("label", {}, "Voice ", voice), h("button", { type: "submit", class: "primary" }, "Speak")), status, player);
+      const form = h("form", {}, text, h("div", { class: "row" }, h("label", {}, "Voice ", voice), h("button", { type: "submit", class: "primary", id: "speech-button" }, "Speak")), status, player);
       root.append(h("article", { class: "card" }, h("h2", {}, "Text to speech"), form));
       try {
-        const voices = voiceNames(await api("/v1/audio/voices", { signal }));
-        if (voices.length) voice.replaceChildren(...voices.map((v) => h("option", { value: v.id }, v.label)));
+        const reply = await api("/v1/audio/voices", { signal });
+        const voices = voiceOptions(reply);
+        if (voices.length) voice.replaceChildren(...voices.map((v) => h("option", { value: v.id, selected: v.selected }, v.label)));
+        if (reply.available === false) {
+          status.replaceChildren(errorBox("No speech engine on this node", new Error(reply.detail || "none installed")));
+        }
       } catch (err) {
         if (err.name !== "AbortError") status.replaceChildren(errorBox("Voices", err));
       }
@@ -115,7 +122,7 @@ export default {
           lastUrl = URL.createObjectURL(await response.blob());
           player.src = lastUrl;
           player.hidden = false;
-          status.replaceChildren();
+          status.replaceChildren(h("p", { class: "muted", id: "speech-done" }, `Spoken with ${voice.value}.`));
           player.play().catch(() => {}); // autoplay may be refused until the user interacts; the controls remain
         } catch (err) {
           status.replaceChildren(errorBox("Speech failed", err));
