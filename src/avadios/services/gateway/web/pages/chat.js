@@ -1,7 +1,8 @@
 // Chat: a conversation with a model of this node (or of the network), streamed token by token over SSE
 // from /v1/chat/completions; each answer shows which tier answered it and what it cost.
 
-import { api, errorOf, send } from "../api.js";
+import { errorOf, send } from "../api.js";
+import { listModels } from "../models.js";
 import { events } from "../sse.js";
 import { autom, errorBox, h } from "../ui.js";
 
@@ -63,9 +64,9 @@ export default {
     root.append(h("h1", { id: "page-title" }, "Chat"), log, status, form);
 
     try {
-      const models = await api("/v1/models", { signal });
-      for (const m of models.data) {
-        modelSelect.append(h("option", { value: m.id, selected: m.avadios && m.avadios.default }, m.id));
+      const models = await listModels({ signal });
+      for (const m of models.text) {
+        modelSelect.append(h("option", { value: m.id, selected: m === models.preferred }, m.id));
       }
     } catch (err) {
       if (err.name === "AbortError") return;

@@ -4,6 +4,7 @@
 import { api, apiText, send } from "../api.js";
 import { autom, fill, h, short, table } from "../ui.js";
 import { tierCounters } from "../metrics.js";
+import { isTextModel, listModels } from "../models.js";
 
 const REFRESH_MS = 5000;
 
@@ -51,18 +52,20 @@ async function nodeCard() {
 }
 
 async function modelsCard() {
-  const models = await api("/v1/models");
-  const rows = models.data.map((m) =>
-    h(
+  const { all } = await listModels();
+  const rows = all.map((m) => {
+    const d = m.avadios || {};
+    const kind = isTextModel(m) ? "text" : d.kind;
+    const about = kind === "text" ? [d.quantization, d.context_length && `${d.context_length} ctx`, d.chat_format] : [d.means && `= ${d.means}`, d.english_only && "English only"];
+    return h(
       "tr",
-      {},
-      h("td", {}, h("code", { class: "model-id" }, m.id), m.avadios && m.avadios.default ? h("span", { class: "tag" }, "default") : null),
-      h("td", {}, m.avadios ? m.avadios.quantization : ""),
-      h("td", { class: "num" }, m.avadios ? m.avadios.context_length : ""),
-      h("td", {}, m.avadios ? m.avadios.chat_format : ""),
-    ),
-  );
-  return table(["model", "quantization", "context", "chat format"], rows, "no models");
+      { dataset: { kind } },
+      h("td", {}, h("code", { class: "model-id" }, m.id), d.default ? h("span", { class: "tag" }, "default") : null),
+      h("td", {}, kind),
+      h("td", {}, about.filter(Boolean).join(" · ")),
+    );
+  });
+  return table(["model", "kind", "details"], rows, "no models");
 }
 
 async function tiersCard() {

@@ -2,6 +2,7 @@
 // multiaddr, remove one) and how the network would route a model, with every part of each score.
 
 import { api } from "../api.js";
+import { listModels } from "../models.js";
 import { ago, autom, confirmDialog, errorBox, fill, h, short, table } from "../ui.js";
 
 const REFRESH_MS = 5000;
@@ -154,8 +155,7 @@ export default {
     });
 
     try {
-      const models = await api("/v1/models", { signal });
-      const preferred = models.data.find((m) => m.avadios && m.avadios.default) || models.data[0];
+      const { preferred } = await listModels({ signal });
       if (preferred) routeInput.value = preferred.id;
     } catch {
       // the model list only prefills the route form

@@ -8,7 +8,7 @@ import { errorBox, h, notHere } from "../ui.js";
 function voiceOptions(reply) {
   return (reply.voices || []).map((v) => ({
     id: v.name,
-    label: [v.name, v.language, v.gender].filter(Boolean).join(" · "),
+    label: [...new Set([v.name, v.language, v.gender].filter(Boolean))].join(" · "),
     selected: v.name === reply.default_voice,
   }));
 }
