@@ -285,7 +285,7 @@ def test_chat_streams_tokens_before_the_answer_ends_and_names_tier_and_cost(net:
                    {subtree: true, childList: true, characterData: true, attributes: true});"""
     )
     b.css("#chat-max-tokens").clear()
-    b.css("#chat-max-tokens").send_keys("48")
+    b.css("#chat-max-tokens").send_keys("32")
     b.css("#chat-input").send_keys("Tell me about the history of Paris.")
     b.css("#chat-send").click()
     answer = b.wait(lambda: b.all("#chat-log .msg.assistant[data-state=done]"), "the answer to finish", timeout=90)[-1]
@@ -296,6 +296,27 @@ def test_chat_streams_tokens_before_the_answer_ends_and_names_tier_and_cost(net:
     meta = answer.find_element("css selector", ".meta").text
     assert "tier 1" in meta and "free" in meta and "tokens" in meta, meta
     b.shot("chat")
+
+
+def test_a_repeated_greedy_question_is_answered_from_the_cache_and_the_chat_says_tier_0(
+    net: Net, clean_console: Browser
+) -> None:
+    b = clean_console
+    b.open(net.one.api_url, "chat")
+    b.wait(lambda: b.css("#chat-model").get_attribute("value") == MODEL, "the model picker")
+    for field, value in (("#chat-temperature", "0"), ("#chat-max-tokens", "8")):
+        b.css(field).clear()
+        b.css(field).send_keys(value)
+    answers = []
+    for _ in range(2):
+        b.css("#chat-new").click()  # the same one-question conversation twice
+        b.css("#chat-input").send_keys("What is the capital of France?")
+        b.css("#chat-send").click()
+        done = b.wait(lambda: b.all("#chat-log .msg.assistant[data-state=done]"), "the answer", timeout=60)[-1]
+        answers.append((done.get_attribute("data-tier"), done.find_element("css selector", ".text").text))
+    assert [tier for tier, _ in answers] == ["1", "0"], answers
+    assert answers[0][1] == answers[1][1] and answers[0][1]
+    assert "tier 0 · cache" in b.text("#chat-log .msg.assistant .meta")
 
 
 def test_a_bootstrap_peer_is_added_and_removed_and_a_model_route_shows_each_part(

@@ -8,11 +8,18 @@ import { autom, errorBox, h } from "../ui.js";
 
 const TIER_NAMES = { 0: "tier 0 · cache", 1: "tier 1 · this node", network: "network" };
 
-// The conversation outlives a visit to another page (not a reload).
+// The conversation outlives a visit to another page (not a reload): {role, content, meta} (meta: the line
+// shown under an answer; never sent).
 const conversation = [];
 
-function bubble(role, text) {
-  return h("div", { class: `msg ${role}` }, h("div", { class: "who" }, role === "user" ? "you" : "model"), h("div", { class: "text" }, text));
+function bubble(role, text, meta) {
+  return h(
+    "div",
+    { class: `msg ${role}` },
+    h("div", { class: "who" }, role === "user" ? "you" : "model"),
+    h("div", { class: "text" }, text),
+    meta ? h("div", { class: "meta" }, meta) : null,
+  );
 }
 
 // What the user sees under an answer: tier, tokens, cost (and, from the network, the job and its verdict).
@@ -34,6 +41,7 @@ export default {
     const modelSelect = h("select", { id: "chat-model", "aria-label": "model" });
     const network = h("input", { type: "checkbox", id: "chat-network" });
     const maxTokens = h("input", { type: "number", id: "chat-max-tokens", min: 1, max: 4096, value: 128, "aria-label": "max tokens" });
+    const temperature = h("input", { type: "number", id: "chat-temperature", min: 0, max: 2, step: 0.1, value: 0.7, "aria-label": "temperature" });
     const input = h("textarea", { id: "chat-input", rows: 3, placeholder: "Ask something… (Enter sends, Shift+Enter a new line)", required: true });
     const sendButton = h("button", { type: "submit", class: "primary", id: "chat-send" }, "Send");
     const stopButton = h("button", { type: "button", id: "chat-stop", hidden: true }, "Stop");
@@ -42,7 +50,7 @@ export default {
     let running = null;
 
     for (const m of conversation) {
-      log.append(bubble(m.role, m.content));
+      log.append(bubble(m.role, m.content, m.meta));
     }
 
     const form = h(
@@ -54,8 +62,9 @@ export default {
         { class: "row" },
         h("label", {}, "Model ", modelSelect),
         h("label", {}, "Max tokens ", maxTokens),
+        h("label", { title: "0 answers the same every time (and repeats come from the cache, tier 0)" }, "Temperature ", temperature),
         h("label", { title: "ask several providers of the network, pay them in AUTOM and verify their answers" }, network, " Use the network"),
-        h("span", { class: "grow" }),
+        h("span", { class: "spacer" }),
         clear,
         stopButton,
         sendButton,
@@ -107,10 +116,11 @@ export default {
       const started = performance.now();
       const body = {
         model: modelSelect.value,
-        messages: conversation.slice(),
+        messages: conversation.map(({ role, content }) => ({ role, content })),
         stream: true,
         stream_options: { include_usage: true },
         max_tokens: Number(maxTokens.value) || 128,
+        temperature: Math.min(2, Math.max(0, Number(temperature.value) || 0)),
       };
       if (network.checked) body.avadios = { tier: "network" };
       let content = "";
@@ -142,12 +152,12 @@ export default {
         info.seconds = (performance.now() - started) / 1000;
         answer.dataset.state = "done";
         meta.textContent = describe(info);
-        conversation.push({ role: "assistant", content });
+        conversation.push({ role: "assistant", content, meta: meta.textContent });
       } catch (err) {
         answer.dataset.state = "failed";
         meta.textContent = err.name === "AbortError" ? "stopped" : "failed";
         if (err.name === "AbortError") {
-          if (content) conversation.push({ role: "assistant", content });
+          if (content) conversation.push({ role: "assistant", content, meta: "stopped" });
           else conversation.pop(); // nothing came back: the question can be asked again
         } else {
           conversation.pop();
