@@ -457,11 +457,14 @@ def test_a_frozen_service_is_reported_and_the_page_recovers(net: Net, browser: B
     try:
         # The wallet card names the ledger's failure; the node's other cards still show what they show.
         b.wait(lambda: "Wallet (ledger)" in b.text("#ov-wallet .error"), "the ledger error", timeout=40)
+        b.wait(lambda: b.all("#ov-node tr[data-service=ledger][data-missing]"), "the ledger listed as down")
+        assert "down" in b.text("#ov-node tr[data-service=ledger]")
         assert b.text("#node-id") == net.one.node_id and MODEL in b.text("#ov-models")
         b.shot("service-down")
     finally:
         os.kill(ledger, signal.SIGCONT)
     b.wait(lambda: b.all("#overview-balance"), "the balance back", timeout=40)
+    b.wait(lambda: not b.all("#ov-node tr[data-missing]"), "every service serving again")
     b.console_errors()  # the 504s the frozen ledger caused are logged by Chromium; nothing after them
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from avadios.config import SERVICES
 from avadios.services.gateway.api.openai_schema import (
     ChatCompletionOut,
     TextCompletionOut,
@@ -141,7 +142,9 @@ async def test_off_loopback_every_route_but_the_probes_needs_the_key(tmp_path: P
         # the page asks for the key and sends it with every API call.
         page = await client.get("/")
         assert page.status_code == 200 and "key-dialog" in page.text and "node-under-test" not in page.text
-        assert (await client.get("/health")).status_code == 503  # no heartbeats here: open, but not ready
+        health = await client.get("/health")
+        assert health.status_code == 503  # no heartbeats here: open, but not ready
+        assert health.json()["missing"] == list(SERVICES)  # each service the node lacks is named
         assert (await client.get("/metrics")).status_code == 200
         wrong = await client.get("/v1/models", headers={"Authorization": "Bearer wrong"})
         assert_error(wrong, 401, "invalid_api_key")

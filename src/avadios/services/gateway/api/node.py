@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from avadios import __version__
+from avadios.config import SERVICES
 from avadios.services.gateway.health import HealthBoard
 from avadios.services.gateway.metrics import Metrics
 
@@ -19,6 +20,9 @@ class HealthOut(BaseModel):
     node_id: str
     version: str
     services: dict[str, list[dict[str, Any]]] = Field(description="per service, every live instance")
+    missing: list[str] = Field(
+        default_factory=list, description="services of a node with no live instance: no heartbeat lately"
+    )
 
 
 def node_router(node_id: str, board: HealthBoard, metrics: Metrics) -> APIRouter:
@@ -32,7 +36,8 @@ def node_router(node_id: str, board: HealthBoard, metrics: Metrics) -> APIRouter
     )
     async def health() -> Response:
         state, services = board.summary()
-        body = HealthOut(status=state, node_id=node_id, version=__version__, services=services)
+        missing = [s for s in SERVICES if s not in services]
+        body = HealthOut(status=state, node_id=node_id, version=__version__, services=services, missing=missing)
         return JSONResponse(body.model_dump(), status_code=200 if state == "ok" else 503)
 
     @router.get("/metrics", summary="Prometheus text", response_class=Response)

@@ -27,6 +27,21 @@ function servicesTable(health) {
       );
     }
   }
+  for (const service of health.missing || []) {
+    rows.push(
+      h(
+        "tr",
+        { dataset: { service, missing: "" } },
+        h("td", {}, service),
+        h("td", { class: "num" }, "–"),
+        h("td", { class: "num" }, "–"),
+        h("td", {}, h("span", { class: "status", "data-state": "down" }, "down")),
+        h("td", { class: "num" }, "–"),
+        h("td", { class: "num" }, "–"),
+        h("td", {}, "no heartbeat lately: stopped, starting, or not answering"),
+      ),
+    );
+  }
   return table(["service", "replica", "pid", "status", "served", "in flight", "model / detail"], rows, "no service has reported yet");
 }
 
