@@ -195,3 +195,18 @@ async def test_the_dashboard_is_served_from_the_package_with_module_types_and_a_
     assert_error(await client.get("/ui/nope.js"), 404, "not_found")
     assert_error(await client.get("/ui/../app.py"), 404, "not_found")
     assert_error(await client.get("/ui/%2e%2e/api/web.py"), 404, "not_found")
+
+
+def test_every_dashboard_file_is_package_data_so_a_wheel_carries_it() -> None:
+    import fnmatch
+    import tomllib
+
+    root = Path(__file__).resolve().parents[2]
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"][
+        "avadios.services.gateway"
+    ]
+    web = root / "src" / "avadios" / "services" / "gateway" / "web"
+    files = [p.relative_to(web.parent).as_posix() for p in web.rglob("*") if p.is_file()]
+    assert files
+    left_out = [f for f in files if not any(fnmatch.fnmatch(f, g) and f.count("/") == g.count("/") for g in globs)]
+    assert not left_out, f"not in [tool.setuptools.package-data]: {left_out}"
