@@ -179,6 +179,7 @@ def test_the_home_page_is_the_dashboard(node: Node) -> None:
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert '<script type="module" src="/ui/app.js">' in page.text
     assert httpx.get(node.api_url + "/ui/app.js").headers["content-type"].startswith("text/javascript")
+    assert f"dashboard: {node.api_url}/" in node.log_path.read_text()  # `avadios up` says where to open it
 
 
 def test_cli_status_models_ask_and_id(node: Node) -> None:
