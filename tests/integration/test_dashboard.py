@@ -539,3 +539,20 @@ def test_files_page_uploads_a_file_and_lists_it(net: Net, clean_console: Browser
     b.wait(lambda: name in b.text("#files-table"), "the uploaded file in the list", timeout=120)
     assert any(f["name"] == name for f in api(net.one, "/api/files")["files"])
     b.shot("files")
+
+
+def test_a_node_that_stops_answering_is_named_unreachable_and_the_page_still_works(net: Net, browser: Browser) -> None:
+    # Last in the module: node 2 stays down.
+    b = browser
+    b.open(net.two.api_url, "wallet")
+    b.wait(lambda: b.all("#wallet-spendable"), "node 2's wallet")
+    devnet.stop(net.two)
+    b.wait(lambda: b.text("#node-health") == "node unreachable", "the header to say the node is unreachable", 20)
+    b.wait(lambda: "did not answer" in b.text("#wallet-balance .error"), "the wallet to say the node did not answer")
+    b.css("#nav a[data-page=peers]").click()  # the dashboard itself keeps working: pages open and say why
+    b.wait(lambda: "did not answer" in b.text("#peers-table .error"), "the peers page to say the node did not answer")
+    b.css("#nav a[data-page=files]").click()  # not "not on this node": the node did not answer
+    b.wait(lambda: "did not answer" in b.text("#page .error"), "the files page to say the node did not answer")
+    assert not b.all("[data-feature-missing]")
+    b.shot("node-unreachable")
+    b.console_errors()  # Chromium logs each refused connection; they are the point here

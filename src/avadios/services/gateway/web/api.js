@@ -101,16 +101,12 @@ export { errorOf };
 
 // Which routes this node serves, from its OpenAPI description (open, and asked once): a page whose API is
 // missing says so without sending a request that would only 404.
+// A node that does not answer is not a node without the feature: that throws, and the page says so.
 let routes = null;
 export async function hasRoute(path) {
   if (!routes) {
-    routes = fetch("/openapi.json")
-      .then((r) => (r.ok ? r.json() : { paths: {} }))
-      .then((spec) => new Set(Object.keys(spec.paths || {})))
-      .catch(() => {
-        routes = null; // ask again next time: the node may be back
-        return new Set();
-      });
+    routes = api("/openapi.json").then((spec) => new Set(Object.keys(spec.paths || {})));
+    routes.catch(() => (routes = null)); // ask again next time: the node may be back
   }
   return (await routes).has(path);
 }

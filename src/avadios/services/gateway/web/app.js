@@ -2,16 +2,25 @@
 // A page is a module whose default export is { title, render(root, { signal }) → optional cleanup }.
 
 import { send } from "./api.js";
+import chat from "./pages/chat.js";
+import files from "./pages/files.js";
+import jobs from "./pages/jobs.js";
+import overview from "./pages/overview.js";
+import peers from "./pages/peers.js";
+import voice from "./pages/voice.js";
+import wallet from "./pages/wallet.js";
 import { errorBox, h } from "./ui.js";
 
-const PAGES = ["overview", "chat", "peers", "wallet", "jobs", "files", "voice"];
+// Every page is loaded with the shell (a few KB), not when first opened: a node that stops answering leaves a
+// dashboard whose every page still opens and says so.
+const PAGES = { overview, chat, peers, wallet, jobs, files, voice };
 const HEALTH_EVERY_MS = 5000;
 
 const main = document.getElementById("page");
 let current = { cleanup: null, controller: null };
 
 async function show(name) {
-  if (!PAGES.includes(name)) name = "overview";
+  if (!Object.hasOwn(PAGES, name)) name = "overview";
   if (current.controller) current.controller.abort();
   if (current.cleanup) current.cleanup();
   current = { cleanup: null, controller: new AbortController() };
@@ -24,8 +33,7 @@ async function show(name) {
   main.dataset.page = name;
   main.removeAttribute("data-ready");
   try {
-    const page = (await import(`./pages/${name}.js`)).default;
-    if (mine !== current) return;
+    const page = PAGES[name];
     document.title = `${page.title} · AVADIOS node`;
     const root = h("section", { class: "page", "aria-labelledby": "page-title" });
     main.replaceChildren(root);
