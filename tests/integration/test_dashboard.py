@@ -1,11 +1,15 @@
 """The node's web dashboard in a real browser (headless Chromium driven by Selenium) against a real 2-node devnet
 (`avadios up` per node: NATS, every service, llama.cpp on the real gemma-3-270m, the ledger with both nodes as
-representatives, P2P on 127.0.0.1): every page loads without console errors, a chat streams, a bootstrap peer is
-added and removed, AUTOM sent from one node's Wallet page shows on both, a frozen service is reported and the page
-recovers. Voice and Files run once the node serves their APIs (they skip, saying so, while it answers 404).
+representatives, P2P on 127.0.0.1). Every page loads with no console errors; off loopback (node 2's API listens
+on 0.0.0.0) the page asks for the key once and keeps it in sessionStorage; the Overview shows node, services,
+models, tier counters, peers and balance; a chat streams tokens before its answer ends and names its tier (1, then
+0 for a repeated greedy question, or network with its cost, whose job shows on the Jobs page); a bootstrap peer is
+added and removed and a model's route shows each part of the score; AUTOM sent from node 1's Wallet page shows on
+both nodes; a narrow window gets a menu; a frozen service and a stopped node are named and the pages keep working.
+Voice and Files run once the node serves their APIs (they skip, saying so, while it answers 404).
 
-One devnet and one browser serve the whole module; screenshots go to test-artifacts/dashboard/ (gitignored, or
-$AVADIOS_TEST_ARTIFACTS).
+One devnet and one browser serve the whole module (the tests run in file order; the last one stops node 2);
+screenshots go to test-artifacts/dashboard/ (gitignored, or $AVADIOS_TEST_ARTIFACTS).
 """
 
 from __future__ import annotations
