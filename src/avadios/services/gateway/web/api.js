@@ -23,18 +23,28 @@ function askForKey(reason) {
   error.hidden = !reason;
   error.textContent = reason || "";
   input.value = "";
-  keyQuestion = new Promise((resolve) => {
+  keyQuestion = new Promise((resolve, reject) => {
+    const finish = () => {
+      form.removeEventListener("submit", done);
+      dialog.removeEventListener("cancel", cancelled);
+      keyQuestion = null;
+    };
     const done = (event) => {
       event.preventDefault();
       const key = input.value.trim();
       if (!key) return;
-      form.removeEventListener("submit", done);
+      finish();
       dialog.close();
       sessionStorage.setItem(KEY_ITEM, key);
-      keyQuestion = null;
       resolve(key);
     };
+    // Escape closes the question: the calls waiting on it fail with the reason, and the next one asks again.
+    const cancelled = () => {
+      finish();
+      reject(new ApiError(401, "this node's API needs its key (the contents of <home>/api.key)", "invalid_api_key"));
+    };
     form.addEventListener("submit", done);
+    dialog.addEventListener("cancel", cancelled);
     dialog.showModal();
     input.focus();
   });

@@ -21,6 +21,12 @@ function providerList(job) {
   );
 }
 
+function timings(t) {
+  if (!t) return "";
+  const parts = [["route", t.route_ms], ["hold", t.hold_ms], ["answers", t.answers_ms], ["verify", t.verify_ms], ["settle", t.settle_ms]];
+  return parts.map(([name, ms]) => `${name} ${Math.round(ms)} ms`).join(" · ");
+}
+
 function jobRows(jobs) {
   return jobs.map((j) =>
     h(
@@ -31,7 +37,12 @@ function jobRows(jobs) {
       h("td", {}, h("span", { class: "status", "data-state": j.accepted ? "serving" : "unavailable" }, j.verdict || (j.accepted ? "accepted" : "failed"))),
       h("td", { class: "num" }, autom(j.cost_micro)),
       h("td", { class: "num" }, autom(j.held_micro)),
-      h("td", { class: "num" }, `${(j.duration_ms / 1000).toFixed(2)} s`),
+      h(
+        "td",
+        { title: "where the time went" },
+        `${(j.duration_ms / 1000).toFixed(2)} s`,
+        h("div", { class: "small muted" }, timings(j.timings)),
+      ),
       h("td", {}, providerList(j)),
       h("td", { class: "small" }, h("div", {}, "hold ", h("code", {}, short(j.hold))), h("div", {}, "settle ", h("code", {}, j.settle ? short(j.settle) : "waiting"))),
     ),
