@@ -15,7 +15,7 @@ ENV_PREFIX = "AVADIOS_"
 CONFIG_FILE = "config.toml"
 # Every service of a node, in start order (the gateway last, to find the others). The one list: the supervisor,
 # the container probe and the replica settings all read it.
-SERVICES = ("cache", "ledger", "inference", "discovery", "verifier", "gateway")
+SERVICES = ("cache", "ledger", "inference", "storage", "discovery", "verifier", "gateway")
 # Services that may run as several processes (their NATS queue group shares the work); every other one owns a
 # port or a RocksDB and runs as a single process.
 SCALABLE_SERVICES = frozenset({"inference"})
@@ -116,6 +116,15 @@ class NodeConfig:
     # Devnet/test knob, refused outside a devnet: this node lies as a provider ("random", "wrong-model",
     # "truncated", "copy", "cached", "fake-logprobs"; src/avadios/services/verifier/liars.py). Off: "".
     devnet_fault: str = ""
+    # Files (avadios.services.storage): the space this node offers other nodes' shards, its price in micro-AUTOM
+    # per GiB-month (in its signed profile), the default k-of-n of a put, the healthy shards below which a
+    # segment is repaired (0 = n: any lost shard), and how often the owner audits its files (0 = never).
+    storage_quota_bytes: int = 10 << 30
+    storage_price_per_gib_month: int = 100_000
+    storage_k: int = 4
+    storage_n: int = 8
+    storage_repair_threshold: int = 0
+    storage_audit_interval_s: float = 600.0
 
     @property
     def effective_nats_url(self) -> str:
@@ -218,6 +227,12 @@ _TYPES: dict[str, type] = {
     "network_spot_check_rate": float,
     "wallet_auto_receive_s": float,
     "devnet_fault": str,
+    "storage_quota_bytes": int,
+    "storage_price_per_gib_month": int,
+    "storage_k": int,
+    "storage_n": int,
+    "storage_repair_threshold": int,
+    "storage_audit_interval_s": float,
 }
 
 
@@ -270,6 +285,14 @@ def _check_ports(config: NodeConfig) -> None:
         raise ValueError("network_spot_check_rate must be within 0..1")
     if config.network_timeout_s <= 0 or config.wallet_auto_receive_s < 0:
         raise ValueError("network_timeout_s must be positive and wallet_auto_receive_s not negative")
+    if not 1 <= config.storage_k < config.storage_n <= 32:
+        raise ValueError("storage_k and storage_n must satisfy 1 <= storage_k < storage_n <= 32")
+    if config.storage_quota_bytes < 0 or config.storage_price_per_gib_month < 0 or config.storage_audit_interval_s < 0:
+        raise ValueError(
+            "storage_quota_bytes, storage_price_per_gib_month and storage_audit_interval_s must not be negative"
+        )
+    if not 0 <= config.storage_repair_threshold <= config.storage_n:
+        raise ValueError("storage_repair_threshold must be 0 (= storage_n) to storage_n")
     if config.network_hold_s < config.network_timeout_s + 10:
         # a provider works only for a hold that binds its holder for as long as the work may take
         raise ValueError("network_hold_s must be at least network_timeout_s + 10")
