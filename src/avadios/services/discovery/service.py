@@ -37,6 +37,7 @@ from avadios.v1.inference_nats import InferenceClient
 from avadios.v1.p2p_nats import PeerClient
 from avadios.v1.storage_nats import StorageClient
 
+STORAGE_OFFER_TRIES = 5
 log = logging.getLogger("avadios.discovery")
 Status = common_pb2.HealthReply.Status
 STATE_FILE = "dht-state.pb"
@@ -180,11 +181,16 @@ class DiscoveryRoom(discovery_pb2_grpc.DiscoveryServicer):
         )
 
     async def _storage_offer(self) -> discovery_pb2.StorageOffer | None:
-        """The storage service's free space and price, asked at each publish (None while it is not running)."""
-        try:
-            hosting = await self.storage.Hosting(storage_pb2.HostingRequest(), timeout=2.0)
-        except AvadiosError:
-            return None
+        """The storage service's free space and price, asked at each publish (None while it is not running; at a
+        node's start it may still be coming up, so it is given a few seconds rather than missing a whole TTL)."""
+        for attempt in range(STORAGE_OFFER_TRIES):
+            try:
+                hosting = await self.storage.Hosting(storage_pb2.HostingRequest(), timeout=2.0)
+                break
+            except AvadiosError:
+                if attempt == STORAGE_OFFER_TRIES - 1:
+                    return None
+                await asyncio.sleep(1.0)
         free = max(0, hosting.quota_bytes - hosting.used_bytes)
         return discovery_pb2.StorageOffer(free_bytes=free, price_per_gib_month=hosting.price_per_gib_month)
 
