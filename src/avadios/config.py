@@ -126,6 +126,11 @@ class NodeConfig:
     storage_n: int = 8
     storage_repair_threshold: int = 0
     storage_audit_interval_s: float = 600.0
+    # A network file's hosters are paid by term: one HOLD of the term's price at upload (the ledger lets a hold bind
+    # 7 days at most), settled by the first audit after storage_settle_after_s, paying each hoster its share of
+    # audits passed.
+    storage_term_s: float = 7 * 24 * 3600.0
+    storage_settle_after_s: float = 7 * 24 * 3600.0 - 3600.0
 
     @property
     def effective_nats_url(self) -> str:
@@ -235,6 +240,8 @@ _TYPES: dict[str, type] = {
     "storage_n": int,
     "storage_repair_threshold": int,
     "storage_audit_interval_s": float,
+    "storage_term_s": float,
+    "storage_settle_after_s": float,
 }
 
 
@@ -293,6 +300,11 @@ def _check_ports(config: NodeConfig) -> None:
         raise ValueError(
             "storage_quota_bytes, storage_price_per_gib_month and storage_audit_interval_s must not be negative"
         )
+    if (
+        not 10 <= config.storage_term_s <= 7 * 24 * 3600
+        or not 0 <= config.storage_settle_after_s < config.storage_term_s
+    ):
+        raise ValueError("storage_term_s must be 10 s to 7 days, and storage_settle_after_s within it")
     if not 0 <= config.storage_repair_threshold <= config.storage_n:
         raise ValueError("storage_repair_threshold must be 0 (= storage_n) to storage_n")
     if config.network_hold_s < config.network_timeout_s + 10:

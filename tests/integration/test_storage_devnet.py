@@ -35,7 +35,11 @@ FAST = {
     "storage_k": K,
     "storage_n": N,
     "storage_audit_interval_s": 0.0,  # the tests audit by hand
-    "wallet_auto_receive_s": 0.0,
+    "wallet_auto_receive_s": 0.0,  # hosters' earnings stay pending, where the test counts them
+    "storage_term_s": 300.0,  # the owner holds one 5-minute term at upload ...
+    "storage_settle_after_s": 0.0,  # ... and settles it at its first audit
+    # a test price (micro-AUTOM per GiB-month) high enough that a 5-minute term of ~230 kB is ~10,000 micro-AUTOM
+    "storage_price_per_gib_month": 10**12,
 }
 OWNER_QUOTA = 4096
 MARKER = b"Quarterly plan, secret codeword ALBATROSS-93. "
@@ -129,6 +133,36 @@ def counter(node: devnet.DevnetNode, name: str) -> float:
     prefix = f'avadios_service_counter_total{{service="storage",replica="0",name="{name}"}} '
     lines = [line for line in api(node, "GET", "/metrics").text.splitlines() if line.startswith(prefix)]
     return float(lines[0].rsplit(" ", 1)[1]) if lines else -1.0
+
+
+def wallet(node: devnet.DevnetNode) -> dict[str, int]:
+    body = api(node, "GET", "/api/wallet").json()
+    return {k: int(body[k]) for k in ("spendable", "held", "pending")}
+
+
+def test_hosters_are_paid_their_term_as_audits_pass_and_no_autom_is_created_or_lost(
+    net: Net, stored: dict[str, Any]
+) -> None:
+    owner = net.node(1)
+    hosters = [net.node(i) for i in range(2, 7)]
+    before = wallet(owner)
+    earned_before = [wallet(h)["pending"] for h in hosters]
+    record = api(owner, "GET", "/api/files").json()["files"][0]
+    assert record["held_micro"] > 5 * 5000 and record["paid_micro"] == 0
+    assert before["held"] >= record["held_micro"]  # held at upload, out of the owner's spendable balance
+    health = api(owner, "GET", f"/api/files/{stored['cap']}/health").json()  # every audit passes: all paid
+    assert health["health"] == "healthy"
+
+    def settled() -> bool:
+        return sum(wallet(h)["pending"] for h in hosters) > sum(earned_before)
+
+    eventually(settled, 30, "the hosters' payments")
+    after = wallet(owner)
+    earned = [wallet(h)["pending"] - e for h, e in zip(hosters, earned_before, strict=True)]
+    paid = api(owner, "GET", "/api/files").json()["files"][0]["paid_micro"]
+    assert all(e > 0 for e in earned) and sum(earned) == paid == record["held_micro"]
+    loss = (before["spendable"] + before["held"]) - (after["spendable"] + after["held"])
+    assert loss == sum(earned)  # conserved: the owner lost exactly what the hosters earned
 
 
 def test_a_rotted_shard_is_caught_by_the_audit_and_repair_restores_full_redundancy(

@@ -183,3 +183,27 @@ def test_repair_rebuilds_byte_identical_shards_and_refuses_a_corrupted_source() 
     bad[3] = bad[3][:-1] + bytes([bad[3][-1] ^ 1])
     with pytest.raises(ShardCorrupted):
         repairer.rebuild(reader.codec, bad, [0], s.hashes)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.dictionaries(st.binary(min_size=32, max_size=32), st.tuples(st.integers(1, 10**9), st.integers(0, 20),
+                                                                       st.integers(0, 20)), max_size=32))  # fmt: skip
+def test_a_term_never_pays_out_more_than_was_held_and_pays_all_of_it_when_every_audit_passed(
+    hosters: dict[bytes, tuple[int, int, int]],
+) -> None:
+    prices = {p: price for p, (price, _, _) in hosters.items()}
+    tallies = {p: (min(a, b), max(a, b)) for p, (_, a, b) in hosters.items()}
+    due = payment.payouts(prices, tallies)
+    assert all(0 <= d.amount <= prices[d.payee] for d in due)
+    assert sum(d.amount for d in due) <= sum(prices.values())
+    all_passed = payment.payouts(prices, {p: (3, 3) for p in prices})
+    assert sum(d.amount for d in all_passed) == sum(prices.values())
+    assert all(d.amount == 0 and d.failed_all for d in payment.payouts(prices, {p: (0, 2) for p in prices}))
+
+
+def test_a_term_price_scales_with_bytes_price_and_time_and_rounds_up() -> None:
+    gib_month = payment.term_price(payment.GIB, 1000, payment.MONTH_S)
+    assert gib_month == 1000
+    assert payment.term_price(payment.GIB // 2, 1000, payment.MONTH_S) == 500
+    assert payment.term_price(1, 1000, 60) == 1  # a paid hoster earns at least 1 micro-AUTOM
+    assert payment.term_price(payment.GIB, 0, payment.MONTH_S) == 0

@@ -444,6 +444,7 @@ class DiscoveryRoom(discovery_pb2_grpc.DiscoveryServicer):
                     rejected=score.rejected,
                     last_rejection=score.last_reason,
                     storage=profile.storage if profile.HasField("storage") else None,
+                    payee=profile.payee,
                 )
             )
         return reply

@@ -7,6 +7,7 @@ gateway's peer door: the service shell decides), so the whole flow is tested wit
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from avadios.errors import AvadiosError, InvalidArgument, NotFound
-from avadios.services.storage import checker, placement, repairer
+from avadios.services.storage import checker, payment, placement, repairer
 from avadios.services.storage.capability import ReadCap, VerifyCap, parse_any_cap, parse_read_cap
 from avadios.services.storage.checker import Health
 from avadios.services.storage.codec import Codec
@@ -24,9 +25,18 @@ from avadios.services.storage.index import FileIndex
 from avadios.services.storage.layout import FileLayout
 from avadios.v1 import storage_pb2
 
+log = logging.getLogger("avadios.storage")
 CHALLENGES_PER_SHARD = 4
 PARALLEL_CALLS = 16  # shards on the wire at once
 UPLOAD_IDLE_S = 600.0  # an upload idle this long is aborted and its shards deleted
+
+
+class Payer(Protocol):
+    """The owner's wallet: hold a term's price for the hosters, settle it as their audits earned."""
+
+    async def hold(self, file_id: bytes, prices: dict[bytes, int], ttl_s: float) -> bytes: ...
+
+    async def settle(self, hold_block: bytes, paid: dict[bytes, int], failed: dict[bytes, bool]) -> None: ...
 
 
 class Hosters(Protocol):
@@ -85,7 +95,13 @@ class Owner:
         segment_size: int,
         repair_threshold: int,
         on_audit: Callable[[str, bool], Awaitable[None]] | None = None,
+        payer: Payer | None = None,
+        term_s: float = 7 * 24 * 3600.0,
+        settle_after_s: float = 0.0,
     ) -> None:
+        self.payer = payer
+        self.term_s = term_s
+        self.settle_after_s = settle_after_s
         self.index = index
         self.hosters = hosters
         self.k, self.n = k, n
@@ -145,6 +161,7 @@ class Owner:
                 upload.placed.append((hoster, address))
                 return hoster
             except AvadiosError as exc:
+                log.info("a hoster did not take a shard", extra={"hoster": hoster, "reason": exc.message})
                 errors.append(f"{hoster[:16]}: {exc.message}")
                 failed.add(hoster)
                 hoster = placement.replacement(upload.ranked, chosen, frozenset(failed))
@@ -161,11 +178,57 @@ class Owner:
                 local_only=upload.local_only, segments=upload.segments, health=Health.HEALTHY.value,
                 hosters_alive=sorted({h for s in upload.segments for h in s.hosters}),
             )  # fmt: skip
+            if not upload.local_only and self.payer is not None:
+                await self._hold_term(record, file_layout, upload.ranked, cap.root)
             self.index.save(cap.file_id, record, file_layout)
             del self.uploads[upload_id]
             self.counters.files_put += 1
             self.counters.bytes_put += file_layout.file_size
             return record, file_layout
+
+    async def _hold_term(
+        self, record: storage_pb2.OwnedFile, file_layout: FileLayout, ranked: Sequence[placement.Hoster], root: bytes
+    ) -> None:
+        """Hold one term's price for every hoster of the file (its payee from its signed profile)."""
+        assert self.payer is not None
+        by_id = {h.node_id: h for h in ranked}
+        held_bytes: dict[str, int] = {}
+        for i, seg in enumerate(record.segments):
+            shard = -(-file_layout.segment_lengths[i] // file_layout.k)
+            for hoster in seg.hosters:
+                held_bytes[hoster] = held_bytes.get(hoster, 0) + shard
+        terms = []
+        for node_id, size in sorted(held_bytes.items()):
+            h = by_id.get(node_id)
+            if h is None or len(h.payee) != 32:
+                continue
+            price = payment.term_price(size, h.price_per_gib_month, self.term_s)
+            if price > 0:
+                terms.append(storage_pb2.HosterTerm(node_id=node_id, payee=h.payee, price_micro=price))
+        terms = terms[:32]  # a hold names at most 32 payees
+        if not terms or len({t.payee for t in terms}) != len(terms):
+            return
+        record.hold_block = await self.payer.hold(root, {t.payee: t.price_micro for t in terms}, self.term_s)
+        record.held_micro = sum(t.price_micro for t in terms)
+        record.settle_after_unix = int(time.time() + self.settle_after_s)
+        del record.terms[:]
+        record.terms.extend(terms)
+
+    async def _settle_term(self, record: storage_pb2.OwnedFile, force: bool = False) -> int:
+        """Pay each hoster its price × its audits passed this term, once the term is due; what was paid."""
+        if self.payer is None or not record.hold_block or (not force and time.time() < record.settle_after_unix):
+            return 0
+        due = payment.payouts(
+            {t.payee: t.price_micro for t in record.terms},
+            {t.payee: (t.audits_passed, t.audits) for t in record.terms},
+        )
+        paid = {p.payee: p.amount for p in due if p.amount > 0}
+        if not paid:
+            return 0  # paying no one is a refund, which the ledger allows only after the hold expires
+        await self.payer.settle(record.hold_block, paid, {p.payee: p.failed_all for p in due if p.amount == 0})
+        record.paid_micro += sum(paid.values())
+        record.hold_block = b""
+        return sum(paid.values())
 
     async def abort(self, upload_id: str) -> int:
         upload = self.uploads.pop(upload_id, None)
@@ -283,6 +346,10 @@ class Owner:
                 else:
                     entry.failed += 1
                 entry.error = error
+            for term in record.terms:
+                if term.node_id == hoster:
+                    term.audits += 1
+                    term.audits_passed += int(ok)
             if self.on_audit is not None:
                 await self.on_audit(hoster, ok)
 
@@ -292,8 +359,9 @@ class Owner:
         reply = storage_pb2.CheckFileReply(health=before.value, healthy_per_segment=per_segment)
         reply.hosters.extend(sorted(audits.values(), key=lambda a: a.node_id))
         if repair:
-            repaired, lost = await self._repair(record, file_layout, healthy, {a.node_id for a in audits.values()
-                                                                              if a.passed < a.shards})  # fmt: skip
+            bad = {a.node_id for a in audits.values() if a.passed < a.shards}
+            unreachable = {a.node_id for a in audits.values() if a.unreachable}
+            repaired, lost = await self._repair(record, file_layout, healthy, bad, unreachable)
             reply.shards_repaired = repaired
             reply.unrepairable_segments.extend(lost)
             per_segment = [len(healthy.get(i, [])) for i in range(len(record.segments))]
@@ -302,6 +370,11 @@ class Owner:
         down = {h for h, a in audits.items() if a.unreachable == a.shards}
         record.hosters_alive[:] = sorted({h for s in record.segments for h in s.hosters} - down)
         record.last_audit_unix = int(time.time())
+        try:
+            reply.paid_micro = await self._settle_term(record)
+        except AvadiosError as exc:  # the ledger busy or the hold expired: the next check tries again
+            reply.paid_micro = 0
+            log.warning("settling a storage term failed: %s", exc.message)
         self.index.save(cap.file_id, record)
         reply.file.CopyFrom(self.info(record, file_layout, isinstance(cap, ReadCap)))
         return reply
@@ -330,7 +403,12 @@ class Owner:
         return True, ""
 
     async def _repair(
-        self, record: storage_pb2.OwnedFile, file_layout: FileLayout, healthy: dict[int, list[int]], bad: set[str]
+        self,
+        record: storage_pb2.OwnedFile,
+        file_layout: FileLayout,
+        healthy: dict[int, list[int]],
+        bad: set[str],
+        unreachable: set[str],
     ) -> tuple[int, list[int]]:
         plans, lost = repairer.plan(
             {i: healthy.get(i, []) for i in range(len(record.segments))}, file_layout.k, file_layout.n,
@@ -355,8 +433,12 @@ class Owner:
                 continue  # a source changed since its audit: the next check tries again
             keep = [seg.hosters[j] for j in range(file_layout.n) if j not in p.missing]
             for j, shard in rebuilt.items():
-                hoster = placement.replacement(ranked, keep, frozenset(bad | {seg.hosters[j]}))
-                for avoid in (frozenset(bad), frozenset()):  # at worst the same hoster again (one disk, say)
+                # Best a hoster new to the segment; then the one that lost the shard, if it still answers (its disk
+                # rotted one file); only then a second shard on one hoster, which a later repair may spread again.
+                hoster = placement.replacement(ranked, keep, frozenset(bad | {seg.hosters[j]}), fresh_only=True)
+                if hoster is None and seg.hosters[j] not in unreachable and seg.hosters[j] not in keep:
+                    hoster = seg.hosters[j]
+                for avoid in (frozenset(bad), frozenset()):
                     hoster = hoster or placement.replacement(ranked, keep, avoid)
                 if hoster is None:
                     continue
@@ -379,6 +461,10 @@ class Owner:
         placed = [(h, file_layout.shard_hashes[i][j]) for i, s in enumerate(record.segments)
                   for j, h in enumerate(s.hosters)]  # fmt: skip
         deleted = await self._delete_all(placed)
+        try:
+            await self._settle_term(record, force=True)  # the hosters are paid for the audits they passed so far
+        except AvadiosError as exc:
+            log.warning("settling a removed file's term failed: %s", exc.message)
         self.index.remove(cap.file_id)
         return deleted
 

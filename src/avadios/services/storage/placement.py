@@ -20,6 +20,7 @@ class Hoster:
     price_per_gib_month: int  # micro-AUTOM
     reliability: float = 1.0  # 0..1, this node's own score of the peer
     rtt_ms: float = 0.0
+    payee: bytes = b""  # the AUTOM account its signed profile names (empty: this node itself)
 
 
 def rank(hosters: Sequence[Hoster], shard_bytes: int, exclude: frozenset[str] = frozenset()) -> list[Hoster]:
@@ -36,13 +37,15 @@ def place_segment(ranked: Sequence[Hoster], segment: int, n: int) -> list[str]:
     return [ranked[(start + j) % len(ranked)].node_id for j in range(n)]
 
 
-def replacement(ranked: Sequence[Hoster], taken: Sequence[str], avoid: frozenset[str]) -> str | None:
-    """A hoster for one more shard of a segment: one not already holding a shard of it, else the least used one
-    (never one in `avoid`: it failed or is being replaced)."""
+def replacement(
+    ranked: Sequence[Hoster], taken: Sequence[str], avoid: frozenset[str], fresh_only: bool = False
+) -> str | None:
+    """A hoster for one more shard of a segment: one not already holding a shard of it, else (unless `fresh_only`)
+    the least used one; never one in `avoid` (it failed or is being replaced)."""
     usable = [h.node_id for h in ranked if h.node_id not in avoid]
     fresh = [h for h in usable if h not in taken]
     if fresh:
         return fresh[0]
-    if not usable:
+    if not usable or fresh_only:
         return None
     return min(usable, key=lambda h: (list(taken).count(h), usable.index(h)))

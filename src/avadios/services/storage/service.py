@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator
 
 from avadios import identity
 from avadios.errors import AvadiosError, InvalidArgument
+from avadios.ledger.client import WalletClient, ledger_stub
+from avadios.ledger.wallet import node_wallet
 from avadios.peering import PeerDoorClient
 from avadios.runtime import ServiceContext
 from avadios.services.storage import placement
@@ -19,10 +21,11 @@ from avadios.services.storage.hoster import ShardStore
 from avadios.services.storage.index import FileIndex
 from avadios.services.storage.owner import Owner
 from avadios.transport import NatsChannel, ServerContext
-from avadios.v1 import common_pb2, discovery_pb2, storage_pb2, storage_pb2_grpc
+from avadios.v1 import common_pb2, discovery_pb2, ledger_pb2, storage_pb2, storage_pb2_grpc
 from avadios.v1.discovery_nats import DiscoveryClient
 
 log = logging.getLogger("avadios.storage")
+UNPAID = ledger_pb2.LedgerUnpaidReason
 PEER_TIMEOUT_S = 15.0
 CHORES_EVERY_S = 30.0
 
@@ -73,11 +76,33 @@ class PeerHosters:
             discovery_pb2.ListPeersRequest(), timeout=10.0
         )
         offered = [
-            placement.Hoster(p.node_id, p.storage.free_bytes, p.storage.price_per_gib_month, p.reliability, p.rtt_ms)
+            placement.Hoster(
+                p.node_id, p.storage.free_bytes, p.storage.price_per_gib_month, p.reliability, p.rtt_ms, p.payee
+            )
             for p in peers.peers
             if p.HasField("storage") and p.failures == 0
         ]
         return offered or [own]
+
+
+class WalletPayer:
+    """The owner's payments through the node's wallet and the ledger service: one HOLD a term, one SETTLE."""
+
+    def __init__(self, wallet: WalletClient) -> None:
+        self.wallet = wallet
+
+    async def hold(self, file_id: bytes, prices: dict[bytes, int], ttl_s: float) -> bytes:
+        result = await self.wallet.hold(
+            file_id, list(prices), max(prices.values()), int(ttl_s * 1000), amount=sum(prices.values())
+        )
+        return result.block.SerializeToString()
+
+    async def settle(self, hold_block: bytes, paid: dict[bytes, int], failed: dict[bytes, bool]) -> None:
+        unpaid = {
+            payee: int(UNPAID.UNPAID_REJECTED if all_failed else UNPAID.UNPAID_NOT_DELIVERED)
+            for payee, all_failed in failed.items()
+        }
+        await self.wallet.settle(ledger_pb2.LedgerBlock.FromString(hold_block), paid, unpaid)
 
 
 class StorageRoom(storage_pb2_grpc.StorageServicer):
@@ -100,6 +125,8 @@ class StorageRoom(storage_pb2_grpc.StorageServicer):
         self.owner = Owner(
             FileIndex(config.home / "storage" / "files"), self.hosters, config.storage_k, config.storage_n,
             DEFAULT_SEGMENT_SIZE, config.storage_repair_threshold,
+            payer=WalletPayer(WalletClient(ledger_stub(channel, 30.0), node_wallet(config.home, me.signing_key))),
+            term_s=config.storage_term_s, settle_after_s=config.storage_settle_after_s,
         )  # fmt: skip
         self._tasks: list[asyncio.Task[None]] = []
 

@@ -43,13 +43,15 @@ class FileOut(BaseModel):
     health: str = Field(description="healthy, degraded or unreadable (by the last audit)")
     created_unix: int
     local_only: bool
+    held_micro: int = Field(description="micro-AUTOM held for the hosters' current term")
+    paid_micro: int = Field(description="micro-AUTOM paid to hosters so far, as their audits passed")
 
     @classmethod
     def of(cls, f: storage_pb2.FileInfo) -> FileOut:
         return cls(
             cap=f.cap, verify_cap=f.verify_cap, name=f.name, size=f.size, segments=f.segments, shards=f.shards,
             k=f.k, n=f.n, hosters=f.hosters, hosters_alive=f.hosters_alive, health=f.health,
-            created_unix=f.created_unix, local_only=f.local_only,
+            created_unix=f.created_unix, local_only=f.local_only, held_micro=f.held_micro, paid_micro=f.paid_micro,
         )  # fmt: skip
 
 
