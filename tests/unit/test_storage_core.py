@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from avadios.services.storage import capability, checker, crypto, layout, placement, repairer
+from avadios.services.storage import capability, checker, crypto, layout, payment, placement, repairer
 from avadios.services.storage.core import EncodedSegment, FileReader, FileWriter, check_shard
 from avadios.services.storage.errors import BadCapability, SegmentCorrupted, ShardCorrupted
 
