@@ -1,13 +1,14 @@
 """Putting and getting files through the node's storage service, for the CLI and the gateway alike.
 
-A put streams: the source is read one segment at a time (the size the service asks for) and each goes out
-before the next is read, so a file of any size needs one segment of memory. An upload that fails part way is
+A put streams: the source is read one segment at a time (the size the service asks for), with at most a few
+segments on the wire at once, so a file of any size needs a few segments of memory. An upload that fails part way is
 aborted, so its shards are deleted and no file record points at them. A get writes to a temporary file
 beside the target and renames it only when every segment checked out: an error leaves no partial plaintext.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from avadios.v1 import storage_pb2
 from avadios.v1.storage_nats import StorageClient
 
 SEGMENT_TIMEOUT_S = 120.0
+IN_FLIGHT = 3  # PutSegment calls on the wire at once (the service takes up to 4): reading overlaps storing
 Progress = Callable[[int], None]  # called with the bytes just done
 
 
@@ -34,23 +36,31 @@ async def put_stream(
     begin = await client.BeginPut(
         storage_pb2.BeginPutRequest(name=name, k=k, n=n, local_only=local_only, size_hint=size_hint)
     )
+    in_flight: set[asyncio.Task[storage_pb2.PutSegmentReply]] = set()
     try:
         index = 0
         while True:
             data = source.read(begin.segment_size)
             if not data and index > 0:
                 break
-            await client.PutSegment(
-                storage_pb2.PutSegmentRequest(upload_id=begin.upload_id, index=index, data=data),
-                timeout=SEGMENT_TIMEOUT_S,
-            )
+            while len(in_flight) >= IN_FLIGHT:  # the next segment is read while earlier ones are stored
+                done, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    task.result()  # a refused segment stops the upload here
+            request = storage_pb2.PutSegmentRequest(upload_id=begin.upload_id, index=index, data=data)
+            in_flight.add(asyncio.create_task(client.PutSegment(request, timeout=SEGMENT_TIMEOUT_S)))
             index += 1
             if progress is not None:
                 progress(len(data))
             if len(data) < begin.segment_size:
                 break
+        await asyncio.gather(*in_flight)
+        in_flight.clear()
         return await client.FinishPut(storage_pb2.FinishPutRequest(upload_id=begin.upload_id))
     except BaseException:
+        for task in in_flight:
+            task.cancel()
+        await asyncio.gather(*in_flight, return_exceptions=True)
         with contextlib.suppress(Exception):
             await client.AbortPut(storage_pb2.AbortPutRequest(upload_id=begin.upload_id), timeout=60.0)
         raise

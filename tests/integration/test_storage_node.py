@@ -91,9 +91,9 @@ async def test_a_local_file_round_trips_byte_identical_and_disk_holds_no_plainte
     listed = (await client.ListFiles(storage_pb2.ListFilesRequest())).files
     assert [(f.name, f.size, f.shards) for f in listed] == [("notes.txt", len(TEXT), 20)]
     hosting = await client.Hosting(storage_pb2.HostingRequest())
-    assert hosting.shards == 20 and hosting.used_bytes == len(shards) - sum(
-        p.stat().st_size for p in (storage_process / "storage" / "shards").rglob("*.owners")
-    )
+    shard_files = list((storage_process / "storage" / "shards").rglob("*.shard"))
+    assert hosting.shards == len(shard_files) == 20
+    assert hosting.used_bytes == sum(p.stat().st_size for p in shard_files)
 
 
 async def test_a_wrong_or_truncated_capability_is_refused_and_writes_nothing(
@@ -136,4 +136,26 @@ async def test_over_quota_the_put_is_refused_politely_and_nothing_is_left_behind
     assert refused.value.reason == "quota_exceeded" or "quota" in refused.value.message
     hosting = await client.Hosting(storage_pb2.HostingRequest())
     assert hosting.shards == 0 and hosting.used_bytes == 0 and hosting.refused_over_quota >= 1
+    assert (await client.ListFiles(storage_pb2.ListFilesRequest())).files == []
+
+
+async def test_an_upload_cut_off_part_way_is_aborted_and_leaves_no_shards_and_no_file(
+    client: StorageClient, tmp_path: Path
+) -> None:
+    class Failing:
+        """A source that fails after a few segments, as a disk error or a killed client would."""
+
+        def __init__(self) -> None:
+            self.reads = 0
+
+        def read(self, size: int) -> bytes:
+            self.reads += 1
+            if self.reads > 5:
+                raise OSError("the disk went away")
+            return os.urandom(size)
+
+    with pytest.raises(OSError, match="went away"):
+        await files.put_stream(client, Failing(), "broken.bin", local_only=True)  # type: ignore[arg-type]
+    hosting = await client.Hosting(storage_pb2.HostingRequest())
+    assert hosting.shards == 0 and hosting.used_bytes == 0  # the shards of the first segments were deleted
     assert (await client.ListFiles(storage_pb2.ListFilesRequest())).files == []

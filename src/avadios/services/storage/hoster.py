@@ -5,13 +5,16 @@ written) when it would take the hoster over its quota. It is served only by that
 whole shard first: a shard whose bytes rotted on disk is reported lost (and deleted), never answered from.
 
 Files, not RocksDB: a shard is written once and read whole, so one file each (written to a temporary name and
-renamed) costs nothing a database would save, and an operator can see and bound the space with `du`.
+renamed) costs nothing a database would save, and an operator can see and bound the space with `du`. Who stored
+each shard is one append-only log (`owners.log`: "+ <hash> <node id>" / "- <hash> <node id>" lines), read once
+at start: a file per shard for that doubled the cost of a store.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +48,28 @@ class ShardStore:
         for path in self.root.glob("*/*.shard"):
             self.used_bytes += path.stat().st_size
             self.shards += 1
+        self._owners: dict[bytes, list[str]] = {}
+        log_path = self.root / "owners.log"
+        if log_path.exists():
+            for line in log_path.read_text().splitlines():
+                op, _, rest = line.partition(" ")
+                name, _, owner = rest.partition(" ")
+                with contextlib.suppress(ValueError):
+                    owners = self._owners.setdefault(bytes.fromhex(name), [])
+                    if op == "+" and owner not in owners:
+                        owners.append(owner)
+                    elif op == "-" and owner in owners:
+                        owners.remove(owner)
+        self._log = log_path.open("a")
+        # Stores, deletes and audits run in worker threads (asyncio.to_thread): the counts and the log need a lock.
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._log.close()
+
+    def _record(self, op: str, address: bytes, owner: str) -> None:
+        self._log.write(f"{op} {address.hex()} {owner}\n")
+        self._log.flush()
 
     @property
     def free_bytes(self) -> int:
@@ -55,9 +80,6 @@ class ShardStore:
             raise InvalidArgument(f"a shard address is a {HASH_BYTES}-byte BLAKE3 hash, got {len(address)} bytes")
         name = address.hex()
         return self.root / name[:2] / f"{name}.shard"
-
-    def _owners_path(self, address: bytes) -> Path:
-        return self._path(address).with_suffix(".owners")
 
     def path_of(self, address: bytes) -> Path:
         return self._path(address)
@@ -70,6 +92,10 @@ class ShardStore:
         if blake3.blake3(data).digest() != address:
             self.counters.refused_bad_hash += 1
             raise ShardCorrupted("refused: the shard's bytes do not hash to the address it was offered under")
+        with self._lock:
+            return self._put_checked(path, address, data, owner)
+
+    def _put_checked(self, path: Path, address: bytes, data: bytes, owner: str) -> bool:
         new = not path.exists()
         if new and len(data) > self.free_bytes:
             self.counters.refused_over_quota += 1
@@ -77,24 +103,18 @@ class ShardStore:
                 f"this hoster has {self.free_bytes} bytes free of its {self.quota_bytes}-byte quota; "
                 f"a {len(data)}-byte shard does not fit (nothing was stored)"
             )
-        path.parent.mkdir(exist_ok=True)
         if new:
+            path.parent.mkdir(exist_ok=True)
             tmp = path.with_suffix(".tmp")
             tmp.write_bytes(data)
             tmp.replace(path)
             self.used_bytes += len(data)
             self.shards += 1
-        owners = self._owners(address)
+        owners = self._owners.setdefault(address, [])
         if owner not in owners:
-            with self._owners_path(address).open("a") as f:
-                f.write(owner + "\n")
+            owners.append(owner)
+            self._record("+", address, owner)
         return new
-
-    def _owners(self, address: bytes) -> list[str]:
-        try:
-            return self._owners_path(address).read_text().split()
-        except FileNotFoundError:
-            return []
 
     def get(self, address: bytes) -> bytes:
         """The shard's bytes, checked against its address (rotten bytes are reported, never served)."""
@@ -109,7 +129,8 @@ class ShardStore:
         except FileNotFoundError:
             raise ShardNotFound(f"this hoster holds no shard {address.hex()[:16]}…") from None
         if blake3.blake3(data).digest() != address:
-            self._drop(address)
+            with self._lock:
+                self._drop(address)
             raise ShardCorrupted(f"shard {address.hex()[:16]}… rotted on this hoster's disk and was dropped")
         return data
 
@@ -126,14 +147,17 @@ class ShardStore:
 
     def delete(self, address: bytes, owner: str) -> bool:
         """Drop `owner`'s claim; the bytes go when no owner is left. Only an owner may delete."""
-        owners = self._owners(address)
+        with self._lock:
+            return self._delete_locked(address, owner)
+
+    def _delete_locked(self, address: bytes, owner: str) -> bool:
+        owners = self._owners.get(address, [])
         if owner not in owners:
             return False
-        rest = [o for o in owners if o != owner]
-        if rest:
-            self._owners_path(address).write_text("".join(o + "\n" for o in rest))
-            return True
-        self._drop(address)
+        owners.remove(owner)
+        self._record("-", address, owner)
+        if not owners:
+            self._drop(address)
         return True
 
     def _drop(self, address: bytes) -> None:
@@ -143,5 +167,5 @@ class ShardStore:
             os.unlink(path)
             self.used_bytes -= size
             self.shards -= 1
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._owners_path(address))
+        for owner in self._owners.pop(address, []):
+            self._record("-", address, owner)

@@ -7,6 +7,7 @@ gateway's peer door: the service shell decides), so the whole flow is tested wit
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -28,6 +29,7 @@ from avadios.v1 import storage_pb2
 log = logging.getLogger("avadios.storage")
 CHALLENGES_PER_SHARD = 4
 PARALLEL_CALLS = 16  # shards on the wire at once
+PIPELINE = 4  # PutSegment calls of one upload that may be in flight at once
 UPLOAD_IDLE_S = 600.0  # an upload idle this long is aborted and its shards deleted
 
 
@@ -60,10 +62,17 @@ class Upload:
     local_only: bool
     writer: FileWriter
     ranked: list[placement.Hoster]
-    segments: list[storage_pb2.SegmentPlacement] = field(default_factory=list)
+    placements: dict[int, storage_pb2.SegmentPlacement] = field(default_factory=dict)  # by segment index
     placed: list[tuple[str, bytes]] = field(default_factory=list)  # (hoster, address) of every stored shard
     touched: float = field(default_factory=time.monotonic)
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Segments are encrypted and encoded strictly in order (the writer's turn), while the shards of several
+    # segments may be on the wire at once (a client keeps a few PutSegment calls in flight).
+    turn: asyncio.Condition = field(default_factory=asyncio.Condition)
+    aborted: bool = False
+    busy: int = 0  # PutSegment calls running now: an abort waits for them, so it can delete what they stored
+
+    def segments(self) -> list[storage_pb2.SegmentPlacement]:
+        return [self.placements[i] for i in range(len(self.placements))]
 
 
 @dataclass(slots=True)
@@ -135,19 +144,30 @@ class Owner:
 
     async def put_segment(self, upload_id: str, index: int, data: bytes) -> list[str]:
         upload = self._upload(upload_id)
-        async with upload.lock:
-            if index != upload.writer.segments_written:
-                raise InvalidArgument(f"expected segment {upload.writer.segments_written}, got {index}")
+        upload.busy += 1
+        try:
+            return await self._put_segment(upload, index, data)
+        finally:
+            upload.busy -= 1
+            async with upload.turn:
+                upload.turn.notify_all()
+
+    async def _put_segment(self, upload: Upload, index: int, data: bytes) -> list[str]:
+        async with upload.turn:
+            written = upload.writer.segments_written
+            if not written <= index < written + PIPELINE:
+                raise InvalidArgument(f"expected segment {written} (or up to {PIPELINE - 1} after it), got {index}")
+            await asyncio.wait_for(upload.turn.wait_for(lambda: upload.writer.segments_written == index), 120.0)
             encoded = await asyncio.to_thread(upload.writer.add, data)
-            chosen = placement.place_segment(upload.ranked, index, upload.writer.codec.n)
-            hosters = await asyncio.gather(
-                *(self._place(upload, chosen, j, shard, address)
-                  for j, (shard, address) in enumerate(zip(encoded.shards, encoded.hashes, strict=True)))
-            )  # fmt: skip
-            upload.segments.append(
-                storage_pb2.SegmentPlacement(hosters=hosters, challenges=[_challenges(s) for s in encoded.shards])
-            )
-            return list(hosters)
+            upload.turn.notify_all()
+        chosen = placement.place_segment(upload.ranked, index, upload.writer.codec.n)
+        hosters = await asyncio.gather(
+            *(self._place(upload, chosen, j, shard, address)
+              for j, (shard, address) in enumerate(zip(encoded.shards, encoded.hashes, strict=True)))
+        )  # fmt: skip
+        challenges = await asyncio.to_thread(lambda: [_challenges(s) for s in encoded.shards])
+        upload.placements[index] = storage_pb2.SegmentPlacement(hosters=hosters, challenges=challenges)
+        return list(hosters)
 
     async def _place(self, upload: Upload, chosen: list[str], j: int, shard: bytes, address: bytes) -> str:
         """Store shard j on its chosen hoster, or on the next one that takes it; the hoster that did."""
@@ -158,6 +178,9 @@ class Owner:
             try:
                 async with self._sem:
                     await self.hosters.store(hoster, address, shard)
+                if upload.aborted:  # a segment still on the wire when its upload was aborted: undo it too
+                    await self._delete_all([(hoster, address)])
+                    return hoster
                 upload.placed.append((hoster, address))
                 return hoster
             except AvadiosError as exc:
@@ -169,14 +192,16 @@ class Owner:
 
     async def finish(self, upload_id: str, created_unix: int | None = None) -> tuple[storage_pb2.OwnedFile, FileLayout]:
         upload = self._upload(upload_id)
-        async with upload.lock:
+        async with upload.turn:
+            if len(upload.placements) != upload.writer.segments_written:
+                raise InvalidArgument("a segment of this upload is still being stored: finish after every PutSegment")
             file_layout, cap = upload.writer.finish(upload.name)
-            if len(upload.segments) < file_layout.segment_count:  # the empty file's one segment
+            if len(upload.placements) < file_layout.segment_count:  # the empty file's one segment
                 raise InvalidArgument("an empty file needs one empty PutSegment")
             record = storage_pb2.OwnedFile(
                 cap=str(cap), name=upload.name, created_unix=created_unix or int(time.time()),
-                local_only=upload.local_only, segments=upload.segments, health=Health.HEALTHY.value,
-                hosters_alive=sorted({h for s in upload.segments for h in s.hosters}),
+                local_only=upload.local_only, segments=upload.segments(), health=Health.HEALTHY.value,
+                hosters_alive=sorted({h for s in upload.placements.values() for h in s.hosters}),
             )  # fmt: skip
             if not upload.local_only and self.payer is not None:
                 await self._hold_term(record, file_layout, upload.ranked, cap.root)
@@ -234,6 +259,10 @@ class Owner:
         upload = self.uploads.pop(upload_id, None)
         if upload is None:
             return 0
+        upload.aborted = True
+        async with upload.turn:  # segments still being stored finish first (each deletes what it stores now)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(upload.turn.wait_for(lambda: upload.busy == 0), 120.0)
         return await self._delete_all(upload.placed)
 
     async def abort_idle(self) -> None:

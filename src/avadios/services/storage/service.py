@@ -146,6 +146,7 @@ class StorageRoom(storage_pb2_grpc.StorageServicer):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        self.store.close()
 
     async def _chores(self) -> None:
         """Abort idle uploads (their shards are deleted) and audit (and repair) owned files on schedule."""
