@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 from rich.table import Table
 
-from avadios import __version__, cli_network, cli_wallet, identity
+from avadios import __version__, cli_files, cli_network, cli_wallet, identity
 from avadios.cli_common import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
@@ -342,7 +342,12 @@ def register_node_commands(commands: Commands) -> None:
 
 
 # Each command group registers its sub-commands here; later groups (network, wallet, …) add a line.
-COMMAND_GROUPS: list[Callable[[Commands], None]] = [register_node_commands, cli_network.register, cli_wallet.register]
+COMMAND_GROUPS: list[Callable[[Commands], None]] = [
+    register_node_commands,
+    cli_network.register,
+    cli_wallet.register,
+    cli_files.register,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

