@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # One image for every AVADIOS service and the node's NATS server; the command picks which one runs:
-#   python -m avadios.services.gateway (or .inference, .cache, .ledger, .discovery, .verifier), or nats-server ...
+#   python -m avadios.services.gateway (or .inference, .cache, .ledger, .discovery, .verifier, .storage), or nats-server ...
 # Build: docker build -t avadios:0.1.0 .
 # Where no registry can be pulled from, build a local base first and point BASE_IMAGE at it
 # (tests/containers/build_base_image.sh does this with debootstrap).
@@ -46,7 +46,7 @@ RUN python scripts/gen_proto.py \
  && pip install --quiet --no-deps . \
  && python -c 'import avadios.v1.common_pb2, avadios.services.gateway.app, avadios.services.inference.engine, \
         avadios.services.cache.service, avadios.services.ledger.service, avadios.services.discovery.service, \
-        avadios.services.verifier.service'
+        avadios.services.verifier.service, avadios.services.storage.service'
 
 # ---------------------------------------------------------------------------------------------------------
 FROM ${BASE_IMAGE} AS runtime
@@ -63,7 +63,7 @@ RUN apt-get update \
 RUN groupadd --system --gid 10001 avadios \
  && useradd --system --uid 10001 --gid 10001 --home-dir /home/avadios --create-home --shell /usr/sbin/nologin avadios \
  && install -d -o 10001 -g 10001 -m 0700 /var/lib/avadios /var/lib/avadios/cache /var/lib/avadios/models \
-        /var/lib/avadios/ledger /var/lib/avadios/discovery /var/lib/avadios/verifier /var/lib/avadios/run
+        /var/lib/avadios/ledger /var/lib/avadios/discovery /var/lib/avadios/verifier /var/lib/avadios/storage /var/lib/avadios/run
 COPY --from=builder /opt/avadios /opt/avadios
 ENV PATH=/opt/avadios/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \

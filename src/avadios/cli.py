@@ -6,27 +6,40 @@ import argparse
 import asyncio
 import json
 import logging
+import logging.handlers
 import signal
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 from rich.table import Table
 
-from avadios import __version__, cli_network, cli_wallet, identity
+from avadios import __version__, cli_files, cli_network, cli_wallet, identity
 from avadios.cli_common import (
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_NOT_RUNNING,
+    EXIT_STATUS_HELP,
     EXIT_USAGE,
+    CliError,
     Commands,
     add_command,
     config_of,
     console,
     emit_json,
+    home_of,
     node_client,
     not_running,
+    report_failure,
+    require_node,
+    start_hint,
 )
-from avadios.config import NodeConfig, parse_replicas, with_replicas
+from avadios.config import NodeConfig, default_home, parse_replicas, with_replicas
+from avadios.devnet import DevnetError
+from avadios.errors import AvadiosError, Unavailable
 from avadios.ledger.amount import format_autom
 from avadios.logs import JsonFormatter
 from avadios.models import default_model_path
@@ -40,24 +53,35 @@ READY_TIMEOUT_S = 300.0
 
 def _file_logging(config: NodeConfig) -> None:
     config.logs_dir.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(config.logs_dir / "supervisor.log")
+    handler = logging.handlers.RotatingFileHandler(
+        config.logs_dir / "supervisor.log", maxBytes=config.log_max_bytes, backupCount=config.log_keep
+    )
     handler.setFormatter(JsonFormatter({"service": "supervisor"}))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(config.log_level.upper())
 
 
-async def _wait_ready(config: NodeConfig, stopping: asyncio.Event) -> dict[str, Any] | None:
+async def _wait_ready(
+    config: NodeConfig, stopping: asyncio.Event, show: Callable[[str], None]
+) -> dict[str, Any] | None:
+    """Poll /health until the node is ready, showing which services serve so far and the time spent."""
+    started = time.monotonic()
     async with httpx.AsyncClient(timeout=2.0) as client:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline and not stopping.is_set():
+        while time.monotonic() - started < READY_TIMEOUT_S and not stopping.is_set():
+            waited = f"{time.monotonic() - started:.0f} s"
             try:
                 reply = await client.get(config.api_url + "/health")
+                body: dict[str, Any] = reply.json()
                 if reply.status_code == 200:
-                    body: dict[str, Any] = reply.json()
                     return body
-            except httpx.HTTPError:
-                pass
+                services = body.get("services", {})
+                serving = sorted(n for n, group in services.items() if any(s["status"] == "serving" for s in group))
+                waiting = sorted(set(services) - set(serving))
+                ready = f"{len(serving)}/{len(services)} services serving"
+                show(f"starting: {ready}, waiting for {', '.join(waiting)} ({waited})")
+            except (httpx.HTTPError, ValueError, KeyError):
+                show(f"starting services: waiting for the gateway's API ({waited})")
             await asyncio.sleep(0.2)
     return None
 
@@ -69,8 +93,8 @@ async def _run_node(config: NodeConfig, supervisor: Supervisor) -> int:
         loop.add_signal_handler(sig, stopping.set)
     await supervisor.start()
     watcher = asyncio.create_task(supervisor.watch())
-    with console.status("starting services and loading the model…"):
-        health = await _wait_ready(config, stopping)
+    with console.status("starting services and loading the model…") as status:
+        health = await _wait_ready(config, stopping, status.update)
     if health is not None:
         models = sorted({m for s in health["services"].get("inference", []) for m in s.get("models", [])})
         console.print(f"[green]ready[/]: serving {', '.join(models)}. Ctrl-C stops the node.")
@@ -173,13 +197,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         detail = inst.get("detail") or (f"model {inst['loaded_model']}" if inst.get("loaded_model") else "")
         if inst.get("requests_served"):
             detail += f" served {inst['requests_served']}"
-        table.add_row(
-            name,
-            str(proc["pid"] or "-"),
-            str(proc["restarts"]),
-            inst.get("status", "up" if proc["pid"] else "down"),
-            detail.strip(),
-        )
+        state = proc.get("state", "running")
+        if state != "running":  # the supervisor knows better than a stale heartbeat: restarting, crash loop
+            status, detail = state, proc.get("detail") or detail
+        else:
+            status = inst.get("status", "up")
+        table.add_row(name, str(proc["pid"] or "-"), str(proc["restarts"]), status, detail.strip())
     console.print(table)
     return 0
 
@@ -200,8 +223,7 @@ def cmd_id(args: argparse.Namespace) -> int:
 
 def cmd_models(args: argparse.Namespace) -> int:
     config = config_of(args)
-    if read_node_file(config) is None:
-        return not_running(config, args.json)
+    require_node(config)
     client, _ = node_client(config)
     with client:
         reply = client.get("/v1/models")
@@ -228,8 +250,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_ask(args: argparse.Namespace) -> int:
     config = config_of(args)
-    if read_node_file(config) is None:
-        return not_running(config, args.json)
+    require_node(config)
     body: dict[str, Any] = {
         "model": args.model or "default",
         "messages": [{"role": "user", "content": args.prompt}],
@@ -322,12 +343,27 @@ def register_node_commands(commands: Commands) -> None:
 
 
 # Each command group registers its sub-commands here; later groups (network, wallet, …) add a line.
-COMMAND_GROUPS: list[Callable[[Commands], None]] = [register_node_commands, cli_network.register, cli_wallet.register]
+COMMAND_GROUPS: list[Callable[[Commands], None]] = [
+    register_node_commands,
+    cli_network.register,
+    cli_wallet.register,
+    cli_files.register,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="avadios", description="Run and drive an AVADIOS node.")
+    parser = argparse.ArgumentParser(
+        prog="avadios", description="Run and drive an AVADIOS node.", epilog=EXIT_STATUS_HELP
+    )
     parser.add_argument("--version", action="version", version=f"avadios {__version__}")
+    # Also accepted before the command (`avadios --home X status`); the command's own --home wins.
+    parser.add_argument(
+        "--home",
+        dest="global_home",
+        type=Path,
+        default=None,
+        help="node home directory (default $AVADIOS_HOME or ~/.avadios)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for register in COMMAND_GROUPS:
         register(commands)
@@ -341,10 +377,39 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger().setLevel(logging.ERROR)
     try:
         code: int = args.handler(args)
-    except ValueError as exc:
-        console.print(f"[red]error:[/] {exc}")
-        code = EXIT_USAGE
+    except KeyboardInterrupt:
+        return report_failure(args, CliError("interrupted", EXIT_INTERRUPTED, "interrupted"))
+    except Exception as exc:
+        failure = failure_of(exc, args)
+        if failure is None:
+            raise  # a bug: its traceback is what a report needs
+        code = report_failure(args, failure)
     return code
+
+
+def failure_of(exc: Exception, args: argparse.Namespace) -> CliError | None:
+    """What an exception means to the person who ran the command, with the exit status it gets; None for a bug."""
+    home = home_of(args) or default_home()
+    if isinstance(exc, CliError):
+        return exc
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+        url = exc.request.url.copy_with(path="/", query=None)
+        return CliError(f"no node answers at {url} ({exc}): {start_hint(home)}", EXIT_NOT_RUNNING, "not_running")
+    if isinstance(exc, httpx.TimeoutException):
+        return CliError(f"the node did not answer {exc.request.url.path} in time: {exc}", EXIT_ERROR, "timeout")
+    if isinstance(exc, httpx.HTTPError):
+        return CliError(f"talking to the node failed: {exc}", EXIT_ERROR, "http")
+    if isinstance(exc, Unavailable):
+        return CliError(f"{exc.message}: is the node running? {start_hint(home)}", EXIT_NOT_RUNNING, "not_running")
+    if isinstance(exc, AvadiosError):
+        return CliError(exc.message, EXIT_ERROR, exc.code.name.lower())
+    if isinstance(exc, DevnetError):
+        return CliError(str(exc), EXIT_ERROR, "devnet")
+    if isinstance(exc, ValueError | PortInUse | HomeInUse | identity.KeyPermissionError):
+        return CliError(str(exc), EXIT_USAGE, "usage")
+    if isinstance(exc, OSError):
+        return CliError(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc), EXIT_ERROR, "os")
+    return None
 
 
 if __name__ == "__main__":

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
-import httpx
 from rich.table import Table
 
 from avadios import devnet
@@ -19,11 +19,10 @@ from avadios.cli_common import (
     console,
     emit_json,
     node_client,
-    not_running,
+    require_node,
 )
 from avadios.ledger.amount import format_autom, parse_autom
 from avadios.ledger.errors import LedgerError
-from avadios.supervisor import read_node_file
 
 
 def _ago(unix: int) -> str:
@@ -36,15 +35,10 @@ def _ago(unix: int) -> str:
 def _call(args: argparse.Namespace, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
     """Call the running node's HTTP API; (exit code, JSON body or None)."""
     config = config_of(args)
-    if read_node_file(config) is None:
-        return not_running(config, args.json), None
+    require_node(config)
     client, _ = node_client(config, timeout=60.0)
     with client:
-        try:
-            reply = client.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            console.print(f"[red]error:[/] the node's API did not answer: {exc}")
-            return 1, None
+        reply = client.request(method, path, **kwargs)
     body = reply.json()
     if reply.status_code != 200:
         if args.json:
@@ -170,18 +164,16 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 
 def _settings(pairs: list[str] | None) -> dict[str, Any]:
+    """--set KEY=VALUE pairs, each VALUE read as a TOML value (1, 0.5, true, ["a"]), else as a string."""
     settings: dict[str, Any] = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep:
             raise ValueError(f"bad --set {pair!r}: expected KEY=VALUE, e.g. ping_interval_s=1")
         try:
-            settings[key.strip()] = int(value)
-        except ValueError:
-            try:
-                settings[key.strip()] = float(value)
-            except ValueError:
-                settings[key.strip()] = value
+            settings[key.strip()] = tomllib.loads(f"value = {value}")["value"]
+        except tomllib.TOMLDecodeError:
+            settings[key.strip()] = value
     return settings
 
 

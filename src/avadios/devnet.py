@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import tomli_w
 
 from avadios import identity
 from avadios.config import CONFIG_FILE, DEVNET_FAULTS, DEVNET_MARKER
@@ -99,16 +100,6 @@ def free_ports(count: int, avoid: set[int] | None = None) -> list[int]:
     return ports
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return str(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return json.dumps(str(value))
-
-
 def load(directory: Path) -> list[DevnetNode]:
     try:
         data = json.loads((directory / STATE_FILE).read_text())
@@ -161,7 +152,7 @@ def create_node(
         "context_length": 512,
         **settings,
     }
-    (home / CONFIG_FILE).write_text("".join(f"{k} = {_toml_value(v)}\n" for k, v in config.items()))
+    (home / CONFIG_FILE).write_text(tomli_w.dumps(config))
     (home / DEVNET_MARKER).write_text("this home belongs to an `avadios devnet`: its test knobs are allowed\n")
     if config.get("devnet_fault") == "wrong-model":
         from avadios.testing.tiny_gguf import write_tiny_gguf
@@ -252,7 +243,7 @@ def wait_healthy(nodes: list[DevnetNode], timeout: float = HEALTH_TIMEOUT_S) -> 
 
 
 def parse_liars(text: str, count: int) -> dict[int, str]:
-    """"random:1,wrong-model:1" -> which node lies how: the kinds, in the order given, go to the devnet's last
+    """ "random:1,wrong-model:1" -> which node lies how: the kinds, in the order given, go to the devnet's last
     nodes (of 5 nodes: node 4 random, node 5 wrong-model), so node 1, which a devnet bootstraps from, is honest."""
     kinds: list[str] = []
     for part in filter(None, (p.strip() for p in text.split(","))):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from google.protobuf.descriptor import MethodDescriptor
 
-from avadios.v1 import jobs_pb2, ledger_pb2
+from avadios.v1 import jobs_pb2, ledger_pb2, storage_pb2
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +37,7 @@ def _registry(*entries: PeerMethod) -> dict[str, PeerMethod]:
 
 _LEDGER = ledger_pb2.DESCRIPTOR.services_by_name["Ledger"].methods_by_name
 _VERIFIER = jobs_pb2.DESCRIPTOR.services_by_name["Verifier"].methods_by_name
+_STORAGE = storage_pb2.DESCRIPTOR.services_by_name["Storage"].methods_by_name
 
 # One line per P2P body type: the in-node service that owns it and its method.
 PEER_METHODS: dict[str, PeerMethod] = _registry(
@@ -45,6 +46,10 @@ PEER_METHODS: dict[str, PeerMethod] = _registry(
     PeerMethod("ledger", _LEDGER["GetChain"]),
     PeerMethod("verifier", _VERIFIER["Serve"]),
     PeerMethod("verifier", _VERIFIER["ScoreResults"]),
+    PeerMethod("storage", _STORAGE["StoreShard"]),
+    PeerMethod("storage", _STORAGE["FetchShard"]),
+    PeerMethod("storage", _STORAGE["AuditShard"]),
+    PeerMethod("storage", _STORAGE["DeleteShard"]),
 )
 
 

@@ -22,11 +22,12 @@ import sys
 import urllib.error
 import urllib.request
 
-import nats
 from nats.aio.msg import Msg
 
 from avadios.config import SERVICES, load_config
+from avadios.errors import Unavailable
 from avadios.runtime import HEARTBEAT_INTERVAL_S, HEARTBEAT_SUBJECT
+from avadios.transport import connect_within
 from avadios.v1 import common_pb2
 
 HTTP_SERVICES = ("gateway", "nats")  # judged by HTTP; every other service of the node by its heartbeat
@@ -53,29 +54,10 @@ async def _own_heartbeat(service: str, ready: bool, timeout: float) -> str:
     """Wait for a heartbeat of `service` from this host; return its detail line."""
     config = load_config()
     host = socket.gethostname()
-    failures: list[Exception] = []
-
-    async def remember(exc: Exception) -> None:
-        failures.append(exc)  # instead of nats-py's default: a logged traceback per attempt
-
     try:
-        # Even with allow_reconnect=False nats-py retries a failed first connect max_reconnect_attempts
-        # times (0 = forever, default 60, 2 s apart): one quick retry, and the timeout bounds the rest.
-        async with asyncio.timeout(timeout):
-            nc = await nats.connect(
-                config.effective_nats_url,
-                name=f"avadios-probe-{service}",
-                connect_timeout=min(2.0, timeout),
-                allow_reconnect=False,
-                max_reconnect_attempts=1,
-                reconnect_time_wait=0.2,
-                error_cb=remember,
-            )
-    except Exception as exc:  # nats raises several kinds (timeouts, refused, no servers)
-        reason = failures[-1] if failures else exc
-        raise Unhealthy(
-            f"NATS at {config.effective_nats_url} unreachable: {str(reason) or type(reason).__name__}"
-        ) from None
+        nc = await connect_within(config.effective_nats_url, f"avadios-probe-{service}", timeout)
+    except Unavailable as exc:
+        raise Unhealthy(exc.message) from None
     seen: asyncio.Queue[common_pb2.HealthReply] = asyncio.Queue()
 
     async def on_beat(msg: Msg) -> None:

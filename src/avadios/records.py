@@ -24,6 +24,7 @@ from avadios.v1 import discovery_pb2
 RECORD_DOMAIN = b"avadios/record/v1\x00"
 CREDENTIAL_DOMAIN = b"avadios/dht-node/v1\x00"
 PROFILE_PREFIX = "profile/"
+MAX_OFFERED_STORAGE_BYTES = 1 << 50  # a profile claiming more free space than this is a lie, not a big disk
 PROVIDER_PREFIX = "provider/"
 MAX_RECORD_BYTES = 3072  # a provider set of 20 must fit one DHT datagram next to its envelope
 MAX_TTL_S = 24 * 3600
@@ -112,6 +113,8 @@ class ProfileValidator:
             raise RecordRefused("profile payload is not a CapabilityProfile") from None
         if profile.node_id != owner_id or profile.public_key != record.owner_key:
             raise RecordRefused("profile names another node than its signer")
+        if profile.HasField("storage") and profile.storage.free_bytes > MAX_OFFERED_STORAGE_BYTES:
+            raise RecordRefused("profile offers more storage than any node has (over 1 PiB)")
         return VerifiedRecord(record, owner_id, profile=profile)
 
 

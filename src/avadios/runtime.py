@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import os
 import signal
 import socket
@@ -76,17 +75,6 @@ class ServiceContext:
 RoomFactory = Callable[[ServiceContext], Awaitable[Room]]
 
 
-async def _connect_with_retry(url: str, name: str, log: logging.Logger) -> NatsClient:
-    delay = 0.1
-    while True:
-        try:
-            return await connect(url, name)
-        except Exception as exc:  # nats raises several kinds while the server is still starting
-            log.info("waiting for NATS at %s: %s", url, exc)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
-
-
 async def _heartbeat(ctx: ServiceContext, room: Room) -> None:
     subject = f"{HEARTBEAT_SUBJECT}.{ctx.name}"
     while True:
@@ -106,7 +94,7 @@ async def serve(name: str, factory: RoomFactory) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    nc = await _connect_with_retry(config.effective_nats_url, f"avadios-{name}-{replica}", log)
+    nc = await connect(config.effective_nats_url, f"avadios-{name}-{replica}")
     ctx = ServiceContext(name, config, replica, node.node_id, nc, time.monotonic())
     room = await factory(ctx)
     server = None

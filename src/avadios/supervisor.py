@@ -19,12 +19,16 @@ from pathlib import Path
 from typing import IO, Any
 
 from avadios.config import SERVICES, NodeConfig
+from avadios.log_rotation import RotatingLog, copy_into
 
 log = logging.getLogger("avadios.supervisor")
 NODE_FILE = "node.json"
 BACKOFF_START_S = 0.5
 BACKOFF_MAX_S = 30.0
 HEALTHY_RUN_S = 30.0  # a process that ran this long before dying starts over with the shortest backoff
+# This many exits in a row, each sooner than HEALTHY_RUN_S after its start, is a crash loop: restarting again
+# would only fill the log, so the supervisor stops restarting that process and `avadios status` says why.
+CRASH_LOOP_EXITS = 5
 STOP_GRACE_S = 10.0
 PR_SET_PDEATHSIG = 1
 
@@ -75,16 +79,27 @@ class Child:
     env: dict[str, str]
     log_path: Path
     proc: asyncio.subprocess.Process | None = None
-    log_file: IO[bytes] | None = None
+    log: RotatingLog | None = None
+    copier: asyncio.Task[None] | None = None
     started_at: float = 0.0
     restarts: int = 0
     backoff: float = BACKOFF_START_S
     restart_at: float | None = None
+    quick_exits: int = 0
+    gave_up: str = ""  # why the supervisor stopped restarting it (a crash loop)
     history: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc and self.proc.returncode is None else None
+
+    @property
+    def state(self) -> str:
+        if self.gave_up:
+            return "crash-loop"
+        if self.pid is not None:
+            return "running"
+        return "restarting" if self.restart_at is not None else "stopped"
 
 
 class Supervisor:
@@ -148,17 +163,21 @@ class Supervisor:
     # ---- processes -----------------------------------------------------------------------------------
 
     async def _spawn(self, child: Child) -> None:
-        if child.log_file is None:
-            child.log_file = child.log_path.open("ab")
+        if child.log is None:
+            child.log = RotatingLog(child.log_path, self.config.log_max_bytes, self.config.log_keep)
+        # The child writes into a pipe and the supervisor into its size-capped log: a file handed to the child
+        # could not be rotated under it.
         child.proc = await asyncio.create_subprocess_exec(
             *child.argv,
             env=child.env,
             stdin=asyncio.subprocess.DEVNULL,
-            stdout=child.log_file,
-            stderr=child.log_file,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,
             preexec_fn=_die_with_parent,
         )
+        assert child.proc.stdout is not None
+        child.copier = asyncio.create_task(copy_into(child.proc.stdout, child.log))
         child.started_at = time.monotonic()
         child.restart_at = None
         log.info("started %s", child.name, extra={"child": child.name, "child_pid": child.proc.pid})
@@ -189,24 +208,38 @@ class Supervisor:
             now = time.monotonic()
             for child in self.children:
                 proc = child.proc
-                if proc is not None and proc.returncode is not None and child.restart_at is None:
-                    ran = now - child.started_at
-                    child.backoff = BACKOFF_START_S if ran > HEALTHY_RUN_S else min(child.backoff * 2, BACKOFF_MAX_S)
-                    child.restart_at = now + (0 if ran > HEALTHY_RUN_S else child.backoff)
-                    child.history.append({"exit_code": proc.returncode, "ran_s": round(ran, 2)})
-                    log.warning(
-                        "%s exited with code %s after %.1f s; restarting in %.1f s",
-                        child.name,
-                        proc.returncode,
-                        ran,
-                        child.restart_at - now,
-                        extra={"child": child.name, "exit_code": proc.returncode},
-                    )
+                if proc is not None and proc.returncode is not None and child.restart_at is None and not child.gave_up:
+                    self._exited(child, proc.returncode, now)
                 if child.restart_at is not None and now >= child.restart_at:
                     child.restarts += 1
                     await self._spawn(child)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=0.1)
+
+    def _exited(self, child: Child, exit_code: int, now: float) -> None:
+        ran = now - child.started_at
+        quick = ran <= HEALTHY_RUN_S
+        child.quick_exits = child.quick_exits + 1 if quick else 0
+        child.history.append({"exit_code": exit_code, "ran_s": round(ran, 2)})
+        if child.quick_exits >= CRASH_LOOP_EXITS:
+            child.gave_up = (
+                f"exited {child.quick_exits} times in a row within {HEALTHY_RUN_S:.0f} s of starting (last exit code "
+                f"{exit_code}); not restarted again: see {child.log_path}, then restart the node"
+            )
+            log.error("%s is in a crash loop: %s", child.name, child.gave_up, extra={"child": child.name})
+            self.write_node_file()
+            return
+        child.backoff = min(child.backoff * 2, BACKOFF_MAX_S) if quick else BACKOFF_START_S
+        child.restart_at = now + (child.backoff if quick else 0)
+        log.warning(
+            "%s exited with code %s after %.1f s; restarting in %.1f s",
+            child.name,
+            exit_code,
+            ran,
+            child.restart_at - now,
+            extra={"child": child.name, "exit_code": exit_code},
+        )
+        self.write_node_file()
 
     def request_stop(self) -> None:
         self._stopping.set()
@@ -230,8 +263,11 @@ class Supervisor:
                             proc.kill()
                 await asyncio.gather(*(p.wait() for p in running))
         for child in self.children:
-            if child.log_file is not None:
-                child.log_file.close()
+            if child.copier is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(child.copier, STOP_GRACE_S)  # the rest of what it printed
+            if child.log is not None:
+                child.log.close()
         with contextlib.suppress(FileNotFoundError):
             (self.config.run_dir / NODE_FILE).unlink()
 
@@ -245,7 +281,14 @@ class Supervisor:
             "openai_base_url": self.config.api_url + "/v1",
             "nats_url": self.config.effective_nats_url,
             "processes": {
-                c.name: {"pid": c.pid, "restarts": c.restarts, "log": str(c.log_path)} for c in self.children
+                c.name: {
+                    "pid": c.pid,
+                    "restarts": c.restarts,
+                    "log": str(c.log_path),
+                    "state": c.state,
+                    "detail": c.gave_up,
+                }
+                for c in self.children
             },
         }
         path = self.config.run_dir / NODE_FILE

@@ -71,7 +71,9 @@ def queue_group_for(service: str) -> str:
 
 
 async def connect(url: str, name: str) -> NatsClient:
-    """Connect to NATS and keep reconnecting forever: a NATS restart must never take a service down."""
+    """Connect to NATS and keep reconnecting forever: a NATS restart must never take a service down. A server
+    that is not up yet is waited for the same way (nats-py retries a first connect too while
+    max_reconnect_attempts is negative)."""
 
     async def on_disconnect() -> None:
         log.warning("nats disconnected", extra={"nats_url": url})
@@ -93,6 +95,29 @@ async def connect(url: str, name: str) -> NatsClient:
         reconnected_cb=on_reconnect,
         error_cb=on_error,
     )
+
+
+async def connect_within(url: str, name: str, timeout: float) -> NatsClient:
+    """Connect for a short-lived client (a CLI command, a container probe): give up after `timeout` with an
+    Unavailable that says which server could not be reached and why, instead of waiting for it forever."""
+    failures: list[Exception] = []
+
+    async def remember(exc: Exception) -> None:
+        failures.append(exc)  # instead of nats-py's default: a logged traceback per attempt
+
+    try:
+        async with asyncio.timeout(timeout):
+            return await nats.connect(
+                url,
+                name=name,
+                connect_timeout=min(2.0, timeout),
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.2,
+                error_cb=remember,
+            )
+    except Exception as exc:  # nats raises several kinds (timeouts, refused, no servers)
+        reason = failures[-1] if failures else exc
+        raise Unavailable(f"NATS at {url} unreachable: {str(reason) or type(reason).__name__}") from None
 
 
 class ServerContext:

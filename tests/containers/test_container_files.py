@@ -104,7 +104,7 @@ def _defaults(text: str) -> str:
 def test_compose_runs_every_service_with_a_healthcheck_and_only_the_edge_is_published() -> None:
     compose = yaml.safe_load((REPO / "compose.yaml").read_text())
     services = compose["services"]
-    assert {"nats", "cache", "ledger", "inference", "discovery", "verifier", "gateway"} <= set(services)
+    assert {"nats", "cache", "ledger", "inference", "discovery", "verifier", "storage", "gateway"} <= set(services)
     for name, svc in services.items():
         assert svc["healthcheck"]["test"], name
         assert "container_name" not in svc, f"{name}: a fixed container name breaks --scale"
@@ -116,12 +116,12 @@ def test_compose_runs_every_service_with_a_healthcheck_and_only_the_edge_is_publ
     assert compose["networks"]["internal"]["internal"] is True
     assert {n for n, s in services.items() if "edge" in s.get("networks", [])} == {"gateway", "discovery"}
     # Each single writer has a volume of its own that no other service mounts.
-    for name in ("cache", "ledger", "discovery", "verifier"):
+    for name in ("cache", "ledger", "discovery", "verifier", "storage"):
         mounts = {n for n, s in services.items() for v in s.get("volumes", []) if v.split(":")[0] == name}
         assert mounts == {name}, (name, mounts)
         assert f"{name}:/var/lib/avadios/{name}" in services[name]["volumes"]
     gateway_needs = services["gateway"]["depends_on"]
-    for needed in ("cache", "ledger", "inference", "discovery", "verifier"):
+    for needed in ("cache", "ledger", "inference", "discovery", "verifier", "storage"):
         assert gateway_needs[needed]["condition"] == "service_healthy", needed
 
 
@@ -151,6 +151,7 @@ def test_provider_overlay_has_the_promised_shape(rendered: dict[str, list[dict]]
         ("StatefulSet", "ledger"),
         ("StatefulSet", "discovery"),
         ("StatefulSet", "verifier"),
+        ("StatefulSet", "storage"),
         ("Deployment", "gateway"),
         ("Deployment", "inference"),
         ("HorizontalPodAutoscaler", "inference"),
@@ -177,6 +178,7 @@ def test_provider_overlay_has_the_promised_shape(rendered: dict[str, list[dict]]
         "ledger": "/var/lib/avadios",
         "discovery": "/var/lib/avadios/discovery",
         "verifier": "/var/lib/avadios/verifier",
+        "storage": "/var/lib/avadios/storage",
     }
     for name, mount in homes.items():
         sts = by_name[("StatefulSet", name)]["spec"]
@@ -185,14 +187,20 @@ def test_provider_overlay_has_the_promised_shape(rendered: dict[str, list[dict]]
         container = sts["template"]["spec"]["containers"][0]
         assert {"name": name, "mountPath": mount} in container["volumeMounts"], name
     # Who signs ledger blocks with the wallet gets wallet.seed from the Secret, copied into its home at start.
-    for kind, name in (("StatefulSet", "ledger"), ("StatefulSet", "verifier"), ("Deployment", "gateway")):
+    for kind, name in (
+        ("StatefulSet", "ledger"),
+        ("StatefulSet", "verifier"),
+        ("StatefulSet", "storage"),
+        ("Deployment", "gateway"),
+    ):
         pod = by_name[(kind, name)]["spec"]["template"]["spec"]
         keys = next(v["secret"] for v in pod["volumes"] if v["name"] == "keys")
         assert {i["key"] for i in keys["items"]} >= {"node.key", "wallet.seed"}, name
         assert "/etc/avadios/keys/wallet.seed" in " ".join(pod["initContainers"][0]["command"]), name
-    # The verifier reaches peers only through the gateway: NATS, no edge.
-    verifier_labels = by_name[("StatefulSet", "verifier")]["spec"]["template"]["metadata"]["labels"]
-    assert verifier_labels.get("avadios.dev/nats-client") == "true" and "avadios.dev/edge" not in verifier_labels
+    # The verifier and storage reach peers only through the gateway: NATS, no edge.
+    for name in ("verifier", "storage"):
+        labels = by_name[("StatefulSet", name)]["spec"]["template"]["metadata"]["labels"]
+        assert labels.get("avadios.dev/nats-client") == "true" and "avadios.dev/edge" not in labels, name
     for d in docs:
         if d["kind"] in ("Deployment", "StatefulSet"):
             pod = d["spec"]["template"]["spec"]

@@ -7,7 +7,6 @@ no manifest defines, or an AVADIOS_* variable no service reads. Those are checke
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import shutil
 import subprocess
@@ -33,6 +32,8 @@ NOT_IN_CONTAINERS = {
     "AVADIOS_INFERENCE_REPLICAS": "`--scale inference=N` in compose, the HPA in Kubernetes",
     "AVADIOS_P2P_TEST_DELAY_MS": "tests only",
     "AVADIOS_DEVNET_FAULT": "a devnet's lying provider; the verifier refuses to start with it outside a devnet",
+    "AVADIOS_LOG_MAX_BYTES": "`avadios up` rotates its logs; a container logs to stdout, which its runtime rotates",
+    "AVADIOS_LOG_KEEP": "the same",
 }
 # The only services that talk to the outside, and what the outside may reach of them.
 EDGE_SERVICES = {"gateway", "discovery"}
@@ -52,7 +53,7 @@ def tool(name: str) -> str:
 
 
 def known_settings() -> set[str]:
-    return {ENV_PREFIX + f.name.upper() for f in dataclasses.fields(NodeConfig)} | EXTRA_SETTINGS
+    return {ENV_PREFIX + name.upper() for name in NodeConfig.model_fields} | EXTRA_SETTINGS
 
 
 def unknown_settings(names: Iterable[str], where: str) -> list[str]:

@@ -1,16 +1,24 @@
-"""`avadios up` as a process tree: clean Ctrl-C, refusals before start, replicas, the API key off loopback."""
+"""`avadios up` as a process tree: clean Ctrl-C, refusals before start, replicas, the API key off loopback, crash
+loops and capped logs."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import signal
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import httpx
 import psutil
+import pytest
 
+from avadios import supervisor
+from avadios.config import load_config
+from avadios.supervisor import Child, Supervisor
 from tests.helpers import AVADIOS, Node, free_port, running_node, wait_for
 
 
@@ -119,3 +127,45 @@ def test_a_generation_past_the_request_deadline_gets_504_and_the_node_keeps_serv
         assert reply.json()["error"]["code"] == "timeout"
         quick = {"model": "default", "prompt": "Hello", "max_tokens": 2, "temperature": 0.9}
         assert httpx.post(url, json=quick, timeout=60).status_code == 200
+
+
+class _OneCrashingChild(Supervisor):
+    """The real supervisor loop over one real process that prints 200 KB and exits 3 at once, every time."""
+
+    def plan(self) -> None:
+        script = "import sys; sys.stdout.write(('x' * 99 + '\\n') * 2000); sys.exit(3)"
+        self.children.append(
+            Child("crasher", [sys.executable, "-c", script], dict(os.environ), self.config.logs_dir / "crasher.log")
+        )
+
+
+async def test_a_process_in_a_crash_loop_is_given_up_its_log_stays_capped_and_status_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(supervisor, "BACKOFF_MAX_S", 0.2)  # the same loop, without waiting 15 s between crashes
+    config = load_config({"home": tmp_path, "log_max_bytes": 64 * 1024, "log_keep": 2}, env={})
+    sup = _OneCrashingChild(config, embedded_nats=False)
+    for folder in (config.logs_dir, config.run_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+    await sup.start()
+    watcher = asyncio.create_task(sup.watch())
+    try:
+        for _ in range(600):  # 30 s
+            if sup.children[0].gave_up:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(1.0)  # it is not started again
+        child = sup.children[0]
+        assert child.pid is None and child.restarts == supervisor.CRASH_LOOP_EXITS - 1
+        entry = json.loads((config.run_dir / "node.json").read_text())["processes"]["crasher"]
+        assert entry["state"] == "crash-loop"
+        assert "exited 5 times in a row" in entry["detail"] and "exit code 3" in entry["detail"]
+    finally:
+        sup.request_stop()
+        await watcher
+        await sup.stop()
+    # 5 runs printed 1 MB; the disk holds the current log and two older ones, each about 64 KiB
+    logs = sorted(p.name for p in config.logs_dir.glob("crasher.log*"))
+    assert logs == ["crasher.log", "crasher.log.1", "crasher.log.2"]
+    assert all(p.stat().st_size <= 64 * 1024 + 100 for p in config.logs_dir.glob("crasher.log*"))
+    assert all(line == "x" * 99 for line in (config.logs_dir / "crasher.log.1").read_text().splitlines())

@@ -21,10 +21,46 @@ def test_bad_settings_are_refused_with_the_reason(tmp_path: Path) -> None:
     (tmp_path / "config.toml").write_text("colour = 'blue'\n")
     with pytest.raises(ValueError, match="unknown setting 'colour'"):
         load_config(env={"AVADIOS_HOME": str(tmp_path)})
-    with pytest.raises(ValueError, match="not a int"):
+    with pytest.raises(ValueError, match=r"api_port .from AVADIOS_API_PORT.: 'eighty': .*valid integer"):
         load_config(env={"AVADIOS_HOME": str(tmp_path / "x"), "AVADIOS_API_PORT": "eighty"})
-    with pytest.raises(ValueError, match="not a TCP port"):
+    with pytest.raises(ValueError, match=r"api_port .from the command line.: 70000: .*less than or equal to 65535"):
         load_config({"api_port": 70000}, env={"AVADIOS_HOME": str(tmp_path / "x")})
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "reason"),
+    [
+        ("api_port", "9000.7", "fractional part"),
+        ("ping_interval_s", "-1", "greater than 0"),
+        ("context_length", "-2048", "greater than or equal to 64"),
+        ("inference_queue", "0", "greater than or equal to 1"),
+        ("provider_check_hold", '"sometimes"', "valid boolean"),
+        ("route_weight_rtt", "1.5", "less than or equal to 1"),
+        ("log_level", '"loud"', "must be one of DEBUG"),
+        ("bootstrap", '["not-an-address"]', "bad multiaddr"),
+    ],
+)
+def test_a_value_out_of_range_is_refused_naming_the_setting_and_the_file(
+    tmp_path: Path, setting: str, value: str, reason: str
+) -> None:
+    """Nothing is truncated or accepted quietly: 9000.7 is not port 9000, and a negative interval is no interval."""
+    (tmp_path / "config.toml").write_text(f"{setting} = {value}\n")
+    with pytest.raises(ValueError, match=f"bad value for {setting} .from {tmp_path}/config.toml.*{reason}"):
+        load_config(env={"AVADIOS_HOME": str(tmp_path)})
+
+
+def test_settings_that_contradict_each_other_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="network_hold_s must be at least network_timeout_s"):
+        load_config({"network_hold_s": 30.0, "network_timeout_s": 60.0}, env={"AVADIOS_HOME": str(tmp_path)})
+
+
+def test_the_config_passes_to_child_processes_unchanged(tmp_path: Path) -> None:
+    config = load_config(
+        {"bootstrap": ("/ip4/10.0.0.1/tcp/4001", "/ip4/10.0.0.2/tcp/4001"), "log_level": "debug"},
+        env={"AVADIOS_HOME": str(tmp_path)},
+    )
+    assert config.log_level == "DEBUG"
+    assert load_config(env=config.to_env()) == config
 
 
 def test_replica_counts_parse_and_only_inference_scales() -> None:

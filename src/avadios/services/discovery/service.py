@@ -32,10 +32,12 @@ from avadios.services.discovery.peers import Peer, ReliabilityBook
 from avadios.services.discovery.profile import ModelHashes, hardware
 from avadios.services.discovery.routing import FORMULA, Observed, Weights, rank
 from avadios.transport import NatsChannel, ServerContext
-from avadios.v1 import common_pb2, discovery_pb2, discovery_pb2_grpc, inference_pb2, p2p_pb2
+from avadios.v1 import common_pb2, discovery_pb2, discovery_pb2_grpc, inference_pb2, p2p_pb2, storage_pb2
 from avadios.v1.inference_nats import InferenceClient
 from avadios.v1.p2p_nats import PeerClient
+from avadios.v1.storage_nats import StorageClient
 
+STORAGE_OFFER_TRIES = 5
 log = logging.getLogger("avadios.discovery")
 Status = common_pb2.HealthReply.Status
 STATE_FILE = "dht-state.pb"
@@ -62,6 +64,7 @@ class DiscoveryRoom(discovery_pb2_grpc.DiscoveryServicer):
         )
         channel = NatsChannel(ctx.nc)
         self.inference = InferenceClient(channel)
+        self.storage = StorageClient(channel)
         self.peering = PeerClient(channel, default_timeout=10)
         self.reliability = ReliabilityBook(self.dir / "reliability.json")
         self.hashes = ModelHashes(self.dir / "model-hashes.json")
@@ -174,7 +177,22 @@ class DiscoveryRoom(discovery_pb2_grpc.DiscoveryServicer):
             published_unix=int(time.time()),
             # read at every publish: a wallet made while the node runs is paid from its next profile on
             payee=payee_account(self.config.home, self.identity.public_key),
+            storage=await self._storage_offer(),
         )
+
+    async def _storage_offer(self) -> discovery_pb2.StorageOffer | None:
+        """The storage service's free space and price, asked at each publish (None while it is not running; at a
+        node's start it may still be coming up, so it is given a few seconds rather than missing a whole TTL)."""
+        for attempt in range(STORAGE_OFFER_TRIES):
+            try:
+                hosting = await self.storage.Hosting(storage_pb2.HostingRequest(), timeout=2.0)
+                break
+            except AvadiosError:
+                if attempt == STORAGE_OFFER_TRIES - 1:
+                    return None
+                await asyncio.sleep(1.0)
+        free = max(0, hosting.quota_bytes - hosting.used_bytes)
+        return discovery_pb2.StorageOffer(free_bytes=free, price_per_gib_month=hosting.price_per_gib_month)
 
     async def publish(self) -> int:
         """Sign and store the profile and one provider entry per model; returns how many nodes took the profile."""
@@ -425,6 +443,8 @@ class DiscoveryRoom(discovery_pb2_grpc.DiscoveryServicer):
                     verified=score.verified,
                     rejected=score.rejected,
                     last_rejection=score.last_reason,
+                    storage=profile.storage if profile.HasField("storage") else None,
+                    payee=profile.payee,
                 )
             )
         return reply

@@ -1,9 +1,10 @@
 """The gateway's local HTTP API, assembled: the parts it serves from, and the FastAPI app over them.
 
-One router per area (`api/openai.py`, `api/wallet.py`, `api/peers.py`, `api/jobs.py`, `api/node.py`), one error
-handler (`api/errors.py`), one auth dependency (`api/auth.py`) on every route but the probes' /health and /metrics
-and the dashboard's static files (`api/web.py`: they hold no data), and one limit on request bodies. Answers
-themselves come from the tier pipeline (`pipeline.py`), which knows nothing of HTTP.
+One router per area (`api/openai.py`, `api/wallet.py`, `api/peers.py`, `api/jobs.py`, `api/files.py`,
+`api/node.py`), one error handler (`api/errors.py`), one auth dependency (`api/auth.py`) on every route but the
+probes' /health and /metrics and the dashboard's static files (`api/web.py`: they hold no data), and one limit on
+request bodies (file uploads have their own). Answers themselves come from the tier pipeline (`pipeline.py`),
+which knows nothing of HTTP.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from avadios import __version__
 from avadios.config import NodeConfig
 from avadios.services.gateway.api.auth import api_key_check
 from avadios.services.gateway.api.errors import BodyLimit, install_error_handler
+from avadios.services.gateway.api.files import files_router
 from avadios.services.gateway.api.jobs import jobs_router
 from avadios.services.gateway.api.node import node_router
 from avadios.services.gateway.api.openai import openai_router
@@ -25,6 +27,7 @@ from avadios.services.gateway.metrics import Metrics
 from avadios.services.gateway.pipeline import Pipeline
 from avadios.transport import NatsChannel
 from avadios.v1.jobs_nats import VerifierClient
+from avadios.v1.storage_nats import StorageClient
 
 
 class Gateway:
@@ -51,8 +54,9 @@ def build_app(gw: Gateway) -> FastAPI:
     app.include_router(wallet_router(gw.config.home, gw.channel), dependencies=keyed)
     app.include_router(peers_router(gw.discovery), dependencies=keyed)
     app.include_router(jobs_router(VerifierClient(gw.channel)), dependencies=keyed)
+    app.include_router(files_router(StorageClient(gw.channel, default_timeout=60.0)), dependencies=keyed)
     app.include_router(node_router(gw.node_id, gw.board, gw.metrics))
     app.include_router(web_router(load_assets()))
     install_error_handler(app, gw.metrics)
-    app.add_middleware(BodyLimit, limit=gw.config.max_body_bytes)
+    app.add_middleware(BodyLimit, limit=gw.config.max_body_bytes, uploads={"/api/files": gw.config.max_upload_bytes})
     return app

@@ -48,6 +48,18 @@ class HealthBoard:
             key=lambda r: (r.service, r.replica, r.instance),
         )
 
+    def counters_text(self) -> str:
+        """Every live instance's own counters as Prometheus text (avadios_service_counter_total)."""
+        lines = []
+        for reply in self.live():
+            for name, value in sorted(reply.counters.items()):
+                labels = f'service="{reply.service}",replica="{reply.replica}",name="{name}"'
+                lines.append(f"avadios_service_counter_total{{{labels}}} {value}")
+        if not lines:
+            return ""
+        head = "# HELP avadios_service_counter_total A service's own counters since it started, by name\n"
+        return head + "# TYPE avadios_service_counter_total counter\n" + "\n".join(lines) + "\n"
+
     def inference_ready(self) -> bool:
         return any(r.status == Status.SERVING for r in self.live("inference"))
 
@@ -78,5 +90,6 @@ def _describe(reply: common_pb2.HealthReply) -> dict[str, object]:
         "in_flight": reply.in_flight,
         "models": list(reply.models),
         "loaded_model": reply.loaded_model,
+        "counters": dict(sorted(reply.counters.items())),
         "uptime_s": round(reply.uptime_s, 1),
     }

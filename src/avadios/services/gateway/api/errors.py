@@ -118,9 +118,10 @@ class BodyLimit:
     """Refuses request bodies over `limit` bytes with 413, by their Content-Length or, without one, as they
     arrive, before anyone parses them."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, uploads: dict[str, int] | None = None) -> None:
         self.app = app
         self.limit = limit
+        self.uploads = uploads or {}  # path -> its own limit (file uploads stream to disk, not to memory)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -128,15 +129,16 @@ class BodyLimit:
             return
         declared = Headers(scope=scope).get("content-length", "")
         received = 0
+        limit = self.uploads.get(scope.get("path", ""), self.limit) if scope.get("method") == "POST" else self.limit
 
         async def limited() -> Message:
             nonlocal received
-            if declared.isdigit() and int(declared) > self.limit:
-                raise BodyTooLarge(f"request body of {declared} bytes is over the limit of {self.limit} bytes")
+            if declared.isdigit() and int(declared) > limit:
+                raise BodyTooLarge(f"request body of {declared} bytes is over the limit of {limit} bytes")
             message = await receive()
             received += len(message.get("body", b""))
-            if received > self.limit:
-                raise BodyTooLarge(f"request body is over the limit of {self.limit} bytes")
+            if received > limit:
+                raise BodyTooLarge(f"request body is over the limit of {limit} bytes")
             return message
 
         await self.app(scope, limited, send)

@@ -42,6 +42,8 @@ def node_router(node_id: str, board: HealthBoard, metrics: Metrics) -> APIRouter
 
     @router.get("/metrics", summary="Prometheus text", response_class=Response)
     async def metrics_route() -> Response:
-        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+        return Response(
+            metrics.render() + board.counters_text().encode(), media_type="text/plain; version=0.0.4; charset=utf-8"
+        )
 
     return router

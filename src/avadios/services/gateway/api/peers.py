@@ -30,6 +30,8 @@ class PeerOut(BaseModel):
     verified: int = Field(description="its answers that passed Proof of Inference on this node's requests")
     rejected: int = Field(description="its answers that failed")
     last_rejection: str
+    storage_free_bytes: int | None = Field(description="space it offers for shards (its signed profile); null: none")
+    storage_price_per_gib_month: int | None = Field(description="micro-AUTOM per GiB-month it asks for shards")
 
 
 class PeerListOut(BaseModel):
@@ -59,6 +61,8 @@ class PeerListOut(BaseModel):
                     verified=p.verified,
                     rejected=p.rejected,
                     last_rejection=p.last_rejection,
+                    storage_free_bytes=p.storage.free_bytes if p.HasField("storage") else None,
+                    storage_price_per_gib_month=p.storage.price_per_gib_month if p.HasField("storage") else None,
                 )
                 for p in reply.peers
             ],

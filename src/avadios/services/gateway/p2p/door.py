@@ -24,6 +24,7 @@ from avadios.v1 import common_pb2, discovery_pb2, p2p_pb2, p2p_pb2_grpc
 from avadios.v1.discovery_nats import DiscoveryClient
 
 log = logging.getLogger("avadios.gateway.door")
+PEERS_MISS_TTL_S = 0.25  # a node id not in the cached list asks discovery again, but not more often than this
 PEERS_TTL_S = 2.0  # a busy service broadcasts many times a second: discovery's peer list is asked at most this often
 DEFAULT_TIMEOUT_S = 10.0
 BROADCAST_TIMEOUT_S = 3.0
@@ -54,10 +55,10 @@ class PeerDoor(p2p_pb2_grpc.PeerServicer):
 
     # ---- addressing ---------------------------------------------------------------------------------------
 
-    async def peers(self) -> list[Multiaddr]:
-        """Peers discovery knows (with a P2P address), cached briefly."""
+    async def peers(self, fresh: bool = False) -> list[Multiaddr]:
+        """Peers discovery knows (with a P2P address), cached briefly (`fresh`: asked again unless just asked)."""
         async with self._peers_lock:
-            if time.monotonic() - self._peers_at < PEERS_TTL_S:
+            if time.monotonic() - self._peers_at < (PEERS_MISS_TTL_S if fresh else PEERS_TTL_S):
                 return self._peers
             listing = await self.discovery.ListPeers(discovery_pb2.ListPeersRequest())
             found = [
@@ -76,9 +77,10 @@ class PeerDoor(p2p_pb2_grpc.PeerServicer):
                 return parse_tcp(peer)
             except ValueError as exc:
                 raise InvalidArgument(str(exc)) from None
-        for addr in await self.peers():
-            if addr.node_id == peer:
-                return addr
+        for fresh in (False, True):  # a node id the cached list lacks may be one discovery met a moment ago
+            for addr in await self.peers(fresh):
+                if addr.node_id == peer:
+                    return addr
         raise NotFound(f"no known P2P address for node {peer[:16]}…: it is not among discovery's peers")
 
     @staticmethod
