@@ -115,28 +115,30 @@ def install_error_handler(app: FastAPI, metrics: Metrics) -> None:
 
 
 class BodyLimit:
-    """Refuses request bodies over `limit` bytes with 413, by their Content-Length or, without one, as they
-    arrive, before anyone parses them."""
+    """Refuses request bodies over `limit` bytes (or a route's own limit in `per_path`) with 413, by their
+    Content-Length or, without one, as they arrive, before anyone parses them."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, per_path: dict[str, int] | None = None) -> None:
         self.app = app
         self.limit = limit
+        self.per_path = per_path or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         declared = Headers(scope=scope).get("content-length", "")
+        limit = self.per_path.get(scope.get("path", ""), self.limit)
         received = 0
 
         async def limited() -> Message:
             nonlocal received
-            if declared.isdigit() and int(declared) > self.limit:
-                raise BodyTooLarge(f"request body of {declared} bytes is over the limit of {self.limit} bytes")
+            if declared.isdigit() and int(declared) > limit:
+                raise BodyTooLarge(f"request body of {declared} bytes is over the limit of {limit} bytes")
             message = await receive()
             received += len(message.get("body", b""))
-            if received > self.limit:
-                raise BodyTooLarge(f"request body is over the limit of {self.limit} bytes")
+            if received > limit:
+                raise BodyTooLarge(f"request body is over the limit of {limit} bytes")
             return message
 
         await self.app(scope, limited, send)
