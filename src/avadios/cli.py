@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 from rich.table import Table
 
-from avadios import __version__, cli_network, cli_wallet, identity
+from avadios import __version__, cli_network, cli_voice, cli_wallet, identity
 from avadios.cli_common import (
     EXIT_USAGE,
     Commands,
@@ -211,11 +211,16 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(data)
         return 0
-    table = Table("model", "default", "size", "context", "chat format")
+    table = Table("model", "kind", "default", "size", "context", "chat format")
     for m in data:
         info = m["avadios"]
+        if "kind" in info:  # a voice model: transcription or speech (OpenAI's names say which model they mean)
+            kind = info["kind"] + (f" = {info['means']}" if info["means"] else "")
+            table.add_row(m["id"], kind, "yes" if info["default"] else "", "", "", "")
+            continue
         table.add_row(
             m["id"],
+            "text",
             "yes" if info["default"] else "",
             f"{info['size_bytes'] / 1e6:.0f} MB",
             str(info["context_length"]),
@@ -321,7 +326,12 @@ def register_node_commands(commands: Commands) -> None:
 
 
 # Each command group registers its sub-commands here; later groups (network, wallet, …) add a line.
-COMMAND_GROUPS: list[Callable[[Commands], None]] = [register_node_commands, cli_network.register, cli_wallet.register]
+COMMAND_GROUPS: list[Callable[[Commands], None]] = [
+    register_node_commands,
+    cli_network.register,
+    cli_wallet.register,
+    cli_voice.register,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

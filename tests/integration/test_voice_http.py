@@ -3,8 +3,10 @@ response format, bad uploads refused with OpenAI's error shape while the node ke
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -138,3 +140,38 @@ def test_models_voices_health_and_metrics_show_voice(client: OpenAI, node: Node)
     seconds = re.search(r'avadios_audio_transcribed_seconds_total\{model="tiny.en"\} ([\d.e+]+)', metrics)
     assert seconds and float(seconds[1]) > 3.0, metrics
     assert re.search(r'avadios_speech_requests_total\{format="wav"\} [1-9]', metrics)
+
+
+def test_cli_say_then_transcribe(node: Node, tmp_path: Path) -> None:
+    text = " ".join(SENTENCES[:2])
+    out = tmp_path / "out.mp3"
+    said = node.cli("say", text, "-o", str(out), "--voice", "alloy", "--json")
+    assert said.returncode == 0, said.stderr
+    summary = json.loads(said.stdout)
+    assert summary["format"] == "mp3" and summary["voice"] == "en-us" and summary["bytes"] == out.stat().st_size
+    assert audio_seconds(out.read_bytes())[0] == "mp3float"
+
+    heard = node.cli("transcribe", str(out), "--json")
+    assert heard.returncode == 0, heard.stderr
+    transcript = json.loads(heard.stdout)
+    assert word_error_rate([text], [transcript["text"]]) <= 0.20 and transcript["segments"]
+    plain = node.cli("transcribe", str(out))
+    assert plain.returncode == 0 and plain.stdout.strip() == transcript["text"]
+    srt = node.cli("transcribe", str(out), "--format", "srt")
+    assert srt.stdout.startswith("1\n00:00:00,000 --> ")
+
+    models = node.cli("models")
+    assert models.returncode == 0 and "whisper-1" in models.stderr and "transcription" in models.stderr
+
+
+def test_cli_voice_errors_are_clear_and_leave_no_file(node: Node, tmp_path: Path) -> None:
+    missing = node.cli("transcribe", str(tmp_path / "nope.wav"))
+    assert missing.returncode == 2 and "is not a file" in missing.stderr
+    junk = tmp_path / "junk.wav"
+    junk.write_bytes(b"not audio" * 100)
+    refused = node.cli("transcribe", str(junk))
+    assert refused.returncode == 1 and "could not be decoded" in refused.stderr
+    out = tmp_path / "bad.wav"
+    bad = node.cli("say", "hello", "-o", str(out), "--speed", "9")
+    assert bad.returncode == 1 and "speed" in bad.stderr and not out.exists()
+    assert not list(tmp_path.glob("*.partial"))
