@@ -8,6 +8,7 @@ import shutil
 import subprocess
 
 import av
+import httpx
 import jiwer
 import pytest
 
@@ -44,3 +45,13 @@ def audio_seconds(data: bytes) -> tuple[str, float]:
         stream = container.streams.audio[0]
         samples = sum(int(frame.samples) for frame in container.decode(stream))
         return stream.codec_context.name, samples / stream.rate
+
+
+def transcribe_over_http(api_url: str, audio: bytes, **form: str) -> httpx.Response:
+    """POST /v1/audio/transcriptions as a multipart upload, the way OpenAI's clients send it."""
+    return httpx.post(
+        api_url + "/v1/audio/transcriptions",
+        files={"file": ("speech.wav", audio, "audio/wav")},
+        data={"model": "whisper-1", **form},
+        timeout=120,
+    )

@@ -13,7 +13,14 @@ import pytest
 from openai import BadRequestError, OpenAI
 
 from tests.helpers import Node, eventually, running_node
-from tests.voice_support import SENTENCES, audio_seconds, needs_espeak, spoken, word_error_rate
+from tests.voice_support import (
+    SENTENCES,
+    audio_seconds,
+    needs_espeak,
+    spoken,
+    transcribe_over_http,
+    word_error_rate,
+)
 
 pytestmark = needs_espeak
 MAX_AUDIO = 3_000_000  # over the 1 MiB NATS message, so a large upload travels by reference
@@ -37,12 +44,7 @@ def client(node: Node) -> OpenAI:
 
 
 def transcribe(node: Node, audio: bytes, **form: str) -> httpx.Response:
-    return httpx.post(
-        node.api_url + "/v1/audio/transcriptions",
-        files={"file": ("speech.wav", audio, "audio/wav")},
-        data={"model": "whisper-1", **form},
-        timeout=120,
-    )
+    return transcribe_over_http(node.api_url, audio, **form)
 
 
 def test_say_then_transcribe_round_trip_with_the_openai_client(client: OpenAI) -> None:
