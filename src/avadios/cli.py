@@ -308,7 +308,10 @@ def register_node_commands(commands: Commands) -> None:
         help="join the network through this peer, e.g. /ip4/127.0.0.1/tcp/4001[/p2p/NODE_ID] (repeatable)",
     )
     up.add_argument(
-        "--replicas", action="append", metavar="SERVICE=N", help="processes of a service, e.g. inference=2 (repeatable)"
+        "--replicas",
+        action="append",
+        metavar="SERVICE=N",
+        help="processes of a service, e.g. inference=2 or voice=2 (repeatable)",
     )
     add_command(commands, "status", cmd_status, "show the node's processes, replicas, health and model", json_flag=True)
     add_command(commands, "id", cmd_id, "print this node's id (BLAKE3 of its Ed25519 public key)", json_flag=True)

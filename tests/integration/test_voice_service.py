@@ -24,6 +24,7 @@ from tests.helpers import NatsProcess
 from tests.voice_support import SENTENCES, audio_seconds, needs_espeak, spoken, word_error_rate
 
 MAX_AUDIO = 400_000
+QUEUE = 2
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +42,7 @@ def voice_process(home: Path) -> Iterator[NatsProcess]:
         "AVADIOS_NATS_URL": server.url,
         "AVADIOS_VOICE_MAX_AUDIO_BYTES": str(MAX_AUDIO),
         "AVADIOS_VOICE_THREADS": "2",
+        "AVADIOS_VOICE_QUEUE": str(QUEUE),
     }
     log = (home / "voice.log").open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "avadios.services.voice"], env=env, stdout=log, stderr=log)
@@ -224,3 +226,16 @@ async def test_voices_list_openai_names_and_espeak_languages(voice: VoiceClient)
     assert names["nova"].is_alias and names["nova"].gender == "female"
     assert {"en-us", "en-gb", "de", "fr-fr"} <= set(names)
     assert not any(v.engine_voice.startswith("mb-") for v in reply.voices)
+
+
+@needs_espeak
+async def test_a_full_queue_refuses_more_with_busy_and_serves_what_it_took(voice: VoiceClient) -> None:
+    audio = spoken(" ".join(SENTENCES[:3]))
+    outcomes = await asyncio.gather(*(transcribe(voice, audio) for _ in range(QUEUE + 3)), return_exceptions=True)
+    done = [o for o in outcomes if isinstance(o, voice_pb2.TranscribeReply)]
+    refused = [o for o in outcomes if isinstance(o, RpcError)]
+    assert len(done) + len(refused) == len(outcomes), outcomes
+    assert len(done) >= QUEUE and len({d.text for d in done}) == 1
+    assert refused and all(r.code is grpc.StatusCode.RESOURCE_EXHAUSTED and "busy" in r.message for r in refused)
+    health = await voice.Health(common_pb2.HealthRequest())
+    assert health.in_flight == 0 and health.status == common_pb2.HealthReply.SERVING

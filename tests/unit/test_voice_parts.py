@@ -10,8 +10,10 @@ from hypothesis import strategies as st
 
 from avadios.config import load_config, parse_replicas, with_replicas
 from avadios.errors import InvalidArgument, NotFound, Unavailable, http_status
+from avadios.services.gateway.api import audio_formats
 from avadios.services.voice import stt, tts
 from avadios.services.voice.encode import WavReader, encoder_for, wav_header
+from avadios.v1 import voice_pb2
 
 
 def test_without_any_engine_speech_is_unavailable_with_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -88,3 +90,26 @@ def test_voice_scales_by_replicas_like_inference(tmp_path: Path) -> None:
     assert env.voice_replicas == 2 and env.voice_queue == 6
     with pytest.raises(ValueError, match="voice_queue"):
         load_config({"home": tmp_path, "voice_queue": 0}, env={})
+
+
+def _reply(*segments: tuple[float, float, str]) -> voice_pb2.TranscribeReply:
+    return voice_pb2.TranscribeReply(
+        text="".join(t for _, _, t in segments).strip(),
+        language="en",
+        duration_s=3725.5,
+        segments=[voice_pb2.TranscriptSegment(id=i, start=a, end=b, text=t) for i, (a, b, t) in enumerate(segments)],
+    )
+
+
+def test_subtitles_number_their_cues_and_write_hours_minutes_seconds_and_milliseconds() -> None:
+    reply = _reply((0.0, 2.5, " Hello there."), (3599.9994, 3725.25, " An hour later."))
+    assert audio_formats.srt(reply) == (
+        "1\n00:00:00,000 --> 00:00:02,500\nHello there.\n\n2\n00:59:59,999 --> 01:02:05,250\nAn hour later.\n"
+    )
+    assert audio_formats.vtt(reply) == (
+        "WEBVTT\n\n00:00:00.000 --> 00:00:02.500\nHello there.\n\n00:59:59.999 --> 01:02:05.250\nAn hour later.\n"
+    )
+    assert audio_formats.render(reply, "json") == {"text": "Hello there. An hour later."}
+    assert audio_formats.render(reply, "text") == "Hello there. An hour later.\n"
+    verbose = audio_formats.render(reply, "verbose_json")
+    assert isinstance(verbose, dict) and verbose["duration"] == 3725.5 and len(verbose["segments"]) == 2

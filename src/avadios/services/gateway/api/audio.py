@@ -155,7 +155,12 @@ def audio_router(voice: VoiceClient, metrics: Metrics, max_audio_bytes: int) -> 
                 if close is not None:
                     await close()
 
-        headers = {"X-Request-Id": request_id, "X-Avadios-Voice": first.voice}
+        # pcm has no header of its own: its rate travels here (the engine's, 22,050 Hz for espeak-ng)
+        headers = {
+            "X-Request-Id": request_id,
+            "X-Avadios-Voice": first.voice,
+            "X-Avadios-Sample-Rate": str(first.sample_rate),
+        }
         return StreamingResponse(audio(), media_type=first.content_type, headers=headers)
 
     @router.get(VOICES_ROUTE, summary="The voices of this node's speech engine, OpenAI's names first")
