@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import subprocess
@@ -21,10 +22,26 @@ from avadios.transport import NatsChannel, connect
 from avadios.v1 import common_pb2, voice_pb2
 from avadios.v1.voice_nats import VoiceClient
 from tests.helpers import NatsProcess
-from tests.voice_support import SENTENCES, audio_seconds, needs_espeak, spoken, word_error_rate
+from tests.voice_support import ESPEAK, SENTENCES, audio_seconds, needs_espeak, spoken, word_error_rate
 
 MAX_AUDIO = 400_000
 QUEUE = 2
+
+
+@contextlib.contextmanager
+def running_voice(env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`python -m avadios.services.voice` as its own process, as the supervisor starts it."""
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "avadios.services.voice"], env=env, stdout=log, stderr=log)
+        try:
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 @pytest.fixture(scope="module")
@@ -44,18 +61,10 @@ def voice_process(home: Path) -> Iterator[NatsProcess]:
         "AVADIOS_VOICE_THREADS": "2",
         "AVADIOS_VOICE_QUEUE": str(QUEUE),
     }
-    log = (home / "voice.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "avadios.services.voice"], env=env, stdout=log, stderr=log)
     try:
-        yield server
+        with running_voice(env, home / "voice.log"):
+            yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
         server.stop()
 
 
@@ -68,9 +77,13 @@ async def nc(voice_process: NatsProcess) -> AsyncIterator[NatsClient]:
 
 @pytest.fixture
 async def voice(nc: NatsClient) -> VoiceClient:
-    client = VoiceClient(NatsChannel(nc), default_timeout=60)
+    return await serving(VoiceClient(NatsChannel(nc), default_timeout=60))
+
+
+async def serving(client: VoiceClient) -> VoiceClient:
+    """The client, once its voice service reports SERVING (its Whisper model loaded)."""
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # wait until the Whisper model is loaded
+    while time.monotonic() < deadline:
         try:
             health = await client.Health(common_pb2.HealthRequest(), timeout=2)
             if health.status == common_pb2.HealthReply.SERVING:
@@ -239,3 +252,27 @@ async def test_a_full_queue_refuses_more_with_busy_and_serves_what_it_took(voice
     assert refused and all(r.code is grpc.StatusCode.RESOURCE_EXHAUSTED and "busy" in r.message for r in refused)
     health = await voice.Health(common_pb2.HealthRequest())
     assert health.in_flight == 0 and health.status == common_pb2.HealthReply.SERVING
+
+
+async def test_without_a_speech_engine_speech_is_unavailable_and_says_what_to_install(tmp_path: Path) -> None:
+    server = NatsProcess()
+    server.start()
+    # A PATH with no espeak-ng, say or powershell on it: the machine has no speech engine.
+    env = {**os.environ, "AVADIOS_HOME": str(tmp_path), "AVADIOS_NATS_URL": server.url, "PATH": str(tmp_path)}
+    with running_voice(env, tmp_path / "voice.log"):
+        client = await connect(server.url, "voice-test-no-engine")
+        try:
+            voice = await serving(VoiceClient(NatsChannel(client), default_timeout=60))
+            with pytest.raises(RpcError) as refused:
+                await speak(voice, "hello")
+            assert refused.value.code is grpc.StatusCode.UNAVAILABLE
+            assert "apt-get install espeak-ng" in refused.value.message
+            voices = await voice.ListVoices(voice_pb2.ListVoicesRequest())
+            assert not voices.available and "espeak-ng" in voices.detail and not voices.voices
+            health = await voice.Health(common_pb2.HealthRequest())
+            assert health.status == common_pb2.HealthReply.SERVING and "install espeak-ng" in health.detail
+            if ESPEAK is not None:  # transcription does not need the engine (the test audio does)
+                assert "quick brown fox" in (await transcribe(voice, spoken(SENTENCES[0]))).text.lower()
+        finally:
+            await client.close()
+            server.stop()
