@@ -4,12 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import grpc
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from avadios.config import load_config, parse_replicas, with_replicas
-from avadios.errors import InvalidArgument, NotFound, Unavailable, http_status
+from avadios.errors import (
+    InvalidArgument,
+    NotFound,
+    PayloadTooLarge,
+    RpcError,
+    Unavailable,
+    http_status,
+    http_status_of,
+)
 from avadios.services.gateway.api import audio_formats
 from avadios.services.voice import stt, tts
 from avadios.services.voice.encode import WavReader, encoder_for, wav_header
@@ -113,3 +122,10 @@ def test_subtitles_number_their_cues_and_write_hours_minutes_seconds_and_millise
     assert audio_formats.render(reply, "text") == "Hello there. An hour later.\n"
     verbose = audio_formats.render(reply, "verbose_json")
     assert isinstance(verbose, dict) and verbose["duration"] == 3725.5 and len(verbose["segments"]) == 2
+
+
+def test_an_upload_over_the_limit_refused_in_another_process_is_still_413_not_busy() -> None:
+    remote = RpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, "9 bytes is over the limit of 8 bytes", "request_too_large")
+    busy = RpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, "voice replica 0 is busy")
+    assert http_status_of(remote) == 413 and http_status_of(busy) == 429
+    assert http_status_of(PayloadTooLarge("over")) == 413

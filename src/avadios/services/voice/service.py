@@ -215,7 +215,10 @@ class VoiceRoom(voice_pb2_grpc.VoiceServicer):
             encoder = None
             first = True
             async for piece in engine.speak(text, engine_voice, speed):
-                pcm = reader.feed(piece)
+                try:
+                    pcm = reader.feed(piece)
+                except ValueError as exc:  # the engine wrote something other than 16-bit mono WAV
+                    raise Unavailable(f"{engine.name}: {exc}") from None
                 if encoder is None:
                     if not reader.sample_rate:
                         continue
