@@ -6,11 +6,13 @@ import io
 import re
 import shutil
 import subprocess
+from typing import cast
 
 import av
 import httpx
 import jiwer
 import pytest
+from av.audio.stream import AudioStream
 
 ESPEAK = shutil.which("espeak-ng")
 needs_espeak = pytest.mark.skipif(
@@ -55,3 +57,18 @@ def transcribe_over_http(api_url: str, audio: bytes, **form: str) -> httpx.Respo
         data={"model": "whisper-1", **form},
         timeout=120,
     )
+
+
+def reencoded(wav: bytes, container: str, codec: str, rate: int) -> bytes:
+    """`wav` re-encoded by FFmpeg (PyAV) into another container and codec, as a user's recording might come."""
+    out = io.BytesIO()
+    with av.open(io.BytesIO(wav), mode="r") as source, av.open(out, mode="w", format=container) as sink:
+        stream = cast(AudioStream, sink.add_stream(codec, rate=rate, layout="mono"))
+        resampler = av.AudioResampler(format=stream.format.name, layout="mono", rate=rate)
+        for frame in source.decode(audio=0):
+            for converted in resampler.resample(frame):
+                sink.mux(stream.encode(converted))
+        for converted in resampler.resample(None):
+            sink.mux(stream.encode(converted))
+        sink.mux(stream.encode(None))
+    return out.getvalue()

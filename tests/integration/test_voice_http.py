@@ -87,9 +87,16 @@ def test_each_transcription_response_format(client: OpenAI, node: Node) -> None:
     assert srt.status_code == 200 and srt.headers["content-type"].startswith("application/x-subrip")
     assert re.match(r"1\n00:00:00,000 --> 00:00:\d\d,\d{3}\n\S", srt.text), srt.text
 
+    # the official client returns the subtitle formats as text, as it does from OpenAI
+    assert (
+        client.audio.transcriptions.create(model="whisper-1", file=("a.wav", audio), response_format="srt") == srt.text
+    )
     vtt = transcribe(node, audio, response_format="vtt")
     assert vtt.status_code == 200 and vtt.headers["content-type"].startswith("text/vtt")
     assert re.match(r"WEBVTT\n\n00:00:00\.000 --> 00:00:\d\d\.\d{3}\n\S", vtt.text), vtt.text
+    assert (
+        client.audio.transcriptions.create(model="whisper-1", file=("a.wav", audio), response_format="vtt") == vtt.text
+    )
 
 
 def test_bad_uploads_get_openai_errors_and_the_node_keeps_serving(client: OpenAI, node: Node) -> None:

@@ -22,7 +22,15 @@ from avadios.transport import NatsChannel, connect
 from avadios.v1 import common_pb2, voice_pb2
 from avadios.v1.voice_nats import VoiceClient
 from tests.helpers import NatsProcess
-from tests.voice_support import ESPEAK, SENTENCES, audio_seconds, needs_espeak, spoken, word_error_rate
+from tests.voice_support import (
+    ESPEAK,
+    SENTENCES,
+    audio_seconds,
+    needs_espeak,
+    reencoded,
+    spoken,
+    word_error_rate,
+)
 
 MAX_AUDIO = 400_000
 QUEUE = 2
@@ -276,3 +284,18 @@ async def test_without_a_speech_engine_speech_is_unavailable_and_says_what_to_in
         finally:
             await client.close()
             server.stop()
+
+
+@needs_espeak
+@pytest.mark.parametrize(
+    ("container", "codec", "rate"),
+    [("flac", "flac", 22050), ("webm", "libopus", 48000), ("ogg", "libopus", 48000), ("mp4", "aac", 22050)],
+    ids=["flac", "webm-opus", "ogg-opus", "m4a-aac"],
+)
+async def test_recordings_in_other_containers_transcribe_like_the_wav(
+    voice: VoiceClient, container: str, codec: str, rate: int
+) -> None:
+    wav = spoken(" ".join(SENTENCES[:2]))
+    reply = await transcribe(voice, reencoded(wav, container, codec, rate))
+    assert word_error_rate([" ".join(SENTENCES[:2])], [reply.text]) <= 0.20, reply.text
+    assert abs(reply.duration_s - (await transcribe(voice, wav)).duration_s) < 0.2
