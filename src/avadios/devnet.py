@@ -149,6 +149,7 @@ def create_node(
         "bootstrap": bootstrap,
         "default_model_path": str(model),
         "inference_threads": 1,
+        "voice_threads": 1,  # N nodes share the machine's cores: one Whisper thread each, like inference
         "context_length": 512,
         **settings,
     }

@@ -42,9 +42,12 @@ class DeadlineExceeded(AvadiosError):
 
 
 class PayloadTooLarge(AvadiosError):
-    """A message larger than the transport carries; refused whole, never truncated."""
+    """A message larger than the transport carries, or an upload over its limit; refused whole, never truncated."""
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    # Its reason travels with the status, so a refusal raised in another process (the voice service's upload
+    # limit) is still told from a full queue, which shares the status code.
+    reason = "request_too_large"
 
 
 class RpcError(AvadiosError):
@@ -99,7 +102,8 @@ def http_status_of(exc: AvadiosError) -> int:
     """The HTTP status of an error: its code's, except that a message too large to carry is 413, not 429 (busy).
     A PayloadTooLarge raised in another process arrives as a RESOURCE_EXHAUSTED status that says "max payload"."""
     if isinstance(exc, PayloadTooLarge) or (
-        exc.code is grpc.StatusCode.RESOURCE_EXHAUSTED and "max payload" in exc.message
+        exc.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+        and (exc.reason == PayloadTooLarge.reason or "max payload" in exc.message)
     ):
         return 413
     if isinstance(exc, PaymentRequired):

@@ -104,7 +104,9 @@ def _defaults(text: str) -> str:
 def test_compose_runs_every_service_with_a_healthcheck_and_only_the_edge_is_published() -> None:
     compose = yaml.safe_load((REPO / "compose.yaml").read_text())
     services = compose["services"]
-    assert {"nats", "cache", "ledger", "inference", "discovery", "verifier", "storage", "gateway"} <= set(services)
+    assert {"nats", "cache", "ledger", "inference", "discovery", "verifier", "storage", "voice", "gateway"} <= set(
+        services
+    )
     for name, svc in services.items():
         assert svc["healthcheck"]["test"], name
         assert "container_name" not in svc, f"{name}: a fixed container name breaks --scale"
@@ -121,8 +123,11 @@ def test_compose_runs_every_service_with_a_healthcheck_and_only_the_edge_is_publ
         assert mounts == {name}, (name, mounts)
         assert f"{name}:/var/lib/avadios/{name}" in services[name]["volumes"]
     gateway_needs = services["gateway"]["depends_on"]
-    for needed in ("cache", "ledger", "inference", "discovery", "verifier", "storage"):
+    for needed in ("cache", "ledger", "inference", "discovery", "verifier", "storage", "voice"):
         assert gateway_needs[needed]["condition"] == "service_healthy", needed
+    # The gateway refuses an upload over the voice service's own limit: both read the one setting.
+    assert "AVADIOS_VOICE_MAX_AUDIO_BYTES" in services["gateway"]["environment"]
+    assert "voice" not in {n for n, s in services.items() if "edge" in s.get("networks", [])}
 
 
 @pytest.mark.parametrize("path", manifest_files(REPO / "k8s"), ids=lambda p: str(p.relative_to(REPO)))
@@ -155,8 +160,11 @@ def test_provider_overlay_has_the_promised_shape(rendered: dict[str, list[dict]]
         ("Deployment", "gateway"),
         ("Deployment", "inference"),
         ("HorizontalPodAutoscaler", "inference"),
+        ("Deployment", "voice"),
+        ("HorizontalPodAutoscaler", "voice"),
         ("PodDisruptionBudget", "gateway"),
         ("PodDisruptionBudget", "inference"),
+        ("PodDisruptionBudget", "voice"),
         ("Secret", "avadios-node-keys"),
     } <= kinds
     assert all(d["metadata"].get("namespace") == "avadios" for d in docs if d["kind"] != "Namespace")
@@ -197,6 +205,12 @@ def test_provider_overlay_has_the_promised_shape(rendered: dict[str, list[dict]]
         keys = next(v["secret"] for v in pod["volumes"] if v["name"] == "keys")
         assert {i["key"] for i in keys["items"]} >= {"node.key", "wallet.seed"}, name
         assert "/etc/avadios/keys/wallet.seed" in " ".join(pod["initContainers"][0]["command"]), name
+    # Voice: replicas on NATS only, with threads that match the CPU limit.
+    voice = by_name[("Deployment", "voice")]["spec"]["template"]
+    assert voice["metadata"]["labels"].get("avadios.dev/nats-client") == "true"
+    assert "avadios.dev/edge" not in voice["metadata"]["labels"]
+    voice_env = {e["name"]: e["value"] for e in voice["spec"]["containers"][0]["env"]}
+    assert voice_env["AVADIOS_VOICE_THREADS"] == voice["spec"]["containers"][0]["resources"]["limits"]["cpu"]
     # The verifier and storage reach peers only through the gateway: NATS, no edge.
     for name in ("verifier", "storage"):
         labels = by_name[("StatefulSet", name)]["spec"]["template"]["metadata"]["labels"]

@@ -30,6 +30,7 @@ NOT_IN_CONTAINERS = {
     "AVADIOS_NATS_HOST": "the embedded NATS of `avadios up`; containers use AVADIOS_NATS_URL",
     "AVADIOS_NATS_PORT": "the same",
     "AVADIOS_INFERENCE_REPLICAS": "`--scale inference=N` in compose, the HPA in Kubernetes",
+    "AVADIOS_VOICE_REPLICAS": "`--scale voice=N` in compose, the HPA in Kubernetes",
     "AVADIOS_P2P_TEST_DELAY_MS": "tests only",
     "AVADIOS_DEVNET_FAULT": "a devnet's lying provider; the verifier refuses to start with it outside a devnet",
     "AVADIOS_LOG_MAX_BYTES": "`avadios up` rotates its logs; a container logs to stdout, which its runtime rotates",

@@ -63,9 +63,10 @@ def test_the_config_passes_to_child_processes_unchanged(tmp_path: Path) -> None:
     assert load_config(env=config.to_env()) == config
 
 
-def test_replica_counts_parse_and_only_inference_scales() -> None:
+def test_replica_counts_parse_and_only_inference_and_voice_scale() -> None:
     assert parse_replicas("inference=2") == {"inference": 2}
-    with pytest.raises(ValueError, match="only inference scales"):
+    assert parse_replicas("voice=3") == {"voice": 3}
+    with pytest.raises(ValueError, match="only inference and voice scale"):
         parse_replicas("cache=2")
     with pytest.raises(ValueError, match="between 1 and 64"):
         parse_replicas("inference=0")

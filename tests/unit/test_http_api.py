@@ -157,7 +157,9 @@ async def test_openapi_shows_a_request_body_schema_for_every_post(client: httpx.
     posts = {path: ops["post"] for path, ops in spec["paths"].items() if "post" in ops}
     assert {"/v1/chat/completions", "/v1/completions", "/api/wallet/send", "/api/peers"} <= set(posts)
     for path, op in posts.items():
-        schema = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
+        content = op.get("requestBody", {}).get("content", {})
+        # an upload (POST /v1/audio/transcriptions) is a multipart form, as OpenAI's is
+        schema = (content.get("application/json") or content.get("multipart/form-data") or {}).get("schema")
         assert schema and "$ref" in schema, f"POST {path} has no request body schema"
     chat = posts["/v1/chat/completions"]["responses"]["200"]["content"]
     assert "text/event-stream" in chat and "$ref" in chat["application/json"]["schema"]

@@ -1,10 +1,10 @@
 """The gateway's local HTTP API, assembled: the parts it serves from, and the FastAPI app over them.
 
-One router per area (`api/openai.py`, `api/wallet.py`, `api/peers.py`, `api/jobs.py`, `api/files.py`,
-`api/node.py`), one error handler (`api/errors.py`), one auth dependency (`api/auth.py`) on every route but the
-probes' /health and /metrics and the dashboard's static files (`api/web.py`: they hold no data), and one limit on
-request bodies (file uploads have their own). Answers themselves come from the tier pipeline (`pipeline.py`),
-which knows nothing of HTTP.
+One router per area (`api/openai.py`, `api/audio.py`, `api/wallet.py`, `api/peers.py`, `api/jobs.py`,
+`api/files.py`, `api/node.py`), one error handler (`api/errors.py`), one auth dependency (`api/auth.py`) on every
+route but the probes' /health and /metrics and the dashboard's static files (`api/web.py`: they hold no data), and
+one limit on request bodies (file and audio uploads have their own). Answers themselves come from the tier
+pipeline (`pipeline.py`), which knows nothing of HTTP.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from fastapi import Depends, FastAPI
 
 from avadios import __version__
 from avadios.config import NodeConfig
+from avadios.services.gateway.api.audio import FORM_OVERHEAD_BYTES, TRANSCRIPTIONS_ROUTE, audio_router
 from avadios.services.gateway.api.auth import api_key_check
 from avadios.services.gateway.api.errors import BodyLimit, install_error_handler
 from avadios.services.gateway.api.files import files_router
@@ -28,6 +29,7 @@ from avadios.services.gateway.pipeline import Pipeline
 from avadios.transport import NatsChannel
 from avadios.v1.jobs_nats import VerifierClient
 from avadios.v1.storage_nats import StorageClient
+from avadios.v1.voice_nats import VoiceClient
 
 
 class Gateway:
@@ -44,13 +46,15 @@ class Gateway:
         self.board = HealthBoard()
         self.metrics = Metrics()
         self.discovery = discovery_stub(channel)
+        self.voice = VoiceClient(channel, default_timeout=config.request_timeout_s)
 
 
 def build_app(gw: Gateway) -> FastAPI:
     app = FastAPI(title="AVADIOS node", version=__version__, docs_url="/docs", redoc_url=None)
     auth = api_key_check(gw.api_key)
     keyed = [Depends(auth)]
-    app.include_router(openai_router(gw.pipeline, gw.metrics), dependencies=keyed)
+    app.include_router(openai_router(gw.pipeline, gw.metrics, gw.voice), dependencies=keyed)
+    app.include_router(audio_router(gw.voice, gw.metrics, gw.config.voice_max_audio_bytes), dependencies=keyed)
     app.include_router(wallet_router(gw.config.home, gw.channel), dependencies=keyed)
     app.include_router(peers_router(gw.discovery), dependencies=keyed)
     app.include_router(jobs_router(VerifierClient(gw.channel)), dependencies=keyed)
@@ -58,5 +62,10 @@ def build_app(gw: Gateway) -> FastAPI:
     app.include_router(node_router(gw.node_id, gw.board, gw.metrics))
     app.include_router(web_router(load_assets()))
     install_error_handler(app, gw.metrics)
-    app.add_middleware(BodyLimit, limit=gw.config.max_body_bytes, uploads={"/api/files": gw.config.max_upload_bytes})
+    # Uploads have their own, larger limits: audio (the file's, plus the multipart form around it) and files.
+    uploads = {
+        TRANSCRIPTIONS_ROUTE: gw.config.voice_max_audio_bytes + FORM_OVERHEAD_BYTES,
+        "/api/files": gw.config.max_upload_bytes,
+    }
+    app.add_middleware(BodyLimit, limit=gw.config.max_body_bytes, per_path=uploads)
     return app

@@ -49,5 +49,24 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.audio_seconds = Counter(
+            "avadios_audio_transcribed_seconds",
+            "Seconds of audio transcribed, by Whisper model",
+            ["model"],
+            registry=self.registry,
+        )
+        self.speech_requests = Counter(
+            "avadios_speech_requests",
+            "Text-to-speech requests that started streaming audio, by format",
+            ["format"],
+            registry=self.registry,
+        )
+        self.speech_first_byte = Histogram(
+            "avadios_speech_first_byte_seconds",
+            "Time from a speech request to its first audio bytes",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

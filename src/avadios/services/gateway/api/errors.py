@@ -115,13 +115,14 @@ def install_error_handler(app: FastAPI, metrics: Metrics) -> None:
 
 
 class BodyLimit:
-    """Refuses request bodies over `limit` bytes with 413, by their Content-Length or, without one, as they
-    arrive, before anyone parses them."""
+    """Refuses request bodies over `limit` bytes (or a route's own limit in `per_path`) with 413, by their
+    Content-Length or, without one, as they arrive, before anyone parses them."""
 
-    def __init__(self, app: ASGIApp, limit: int, uploads: dict[str, int] | None = None) -> None:
+    def __init__(self, app: ASGIApp, limit: int, per_path: dict[str, int] | None = None) -> None:
         self.app = app
         self.limit = limit
-        self.uploads = uploads or {}  # path -> its own limit (file uploads stream to disk, not to memory)
+        # path -> its own limit for a POST there (file and audio uploads stream to disk, not to memory)
+        self.per_path = per_path or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -129,7 +130,7 @@ class BodyLimit:
             return
         declared = Headers(scope=scope).get("content-length", "")
         received = 0
-        limit = self.uploads.get(scope.get("path", ""), self.limit) if scope.get("method") == "POST" else self.limit
+        limit = self.per_path.get(scope.get("path", ""), self.limit) if scope.get("method") == "POST" else self.limit
 
         async def limited() -> Message:
             nonlocal received

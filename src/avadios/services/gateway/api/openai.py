@@ -1,4 +1,5 @@
-"""The OpenAI-compatible routes: POST /v1/chat/completions and /v1/completions (JSON or SSE), GET /v1/models.
+"""The OpenAI-compatible routes: POST /v1/chat/completions and /v1/completions (JSON or SSE), GET /v1/models
+(text models, then the voice service's; the audio routes themselves live in api/audio.py).
 
 Both generation routes turn their body into the pipeline's one request shape and share one handler; what
 differs between a chat and a completion is only how the answer is written out (`ChatShape`, `TextShape`).
@@ -26,6 +27,7 @@ from avadios.services.gateway.api.openai_schema import (
     ModelListOut,
     ModelOut,
     TextCompletionOut,
+    VoiceModelDetailsOut,
     chat_chunk,
     chat_completion,
     text_completion,
@@ -33,13 +35,15 @@ from avadios.services.gateway.api.openai_schema import (
 )
 from avadios.services.gateway.metrics import Metrics
 from avadios.services.gateway.pipeline import CachePolicy, Pipeline
-from avadios.v1 import inference_pb2, jobs_pb2
+from avadios.v1 import inference_pb2, jobs_pb2, voice_pb2
+from avadios.v1.voice_nats import VoiceClient
 
 log = logging.getLogger("avadios.gateway")
 TIER_HEADER = "X-Avadios-Tier"
 CHAT_ROUTE = "/v1/chat/completions"
 COMPLETIONS_ROUTE = "/v1/completions"
 MODELS_ROUTE = "/v1/models"
+VOICE_MODELS_TIMEOUT_S = 2.0
 _STREAMS = {"content": {"text/event-stream": {}}, "description": "JSON, or server-sent events with `stream`"}
 
 
@@ -99,7 +103,29 @@ def network_headers(job: jobs_pb2.JobRecord | None) -> dict[str, str]:
     return {"X-Avadios-Job": job.job_id, "X-Avadios-Cost": str(job.cost), "X-Avadios-Verdict": job.verdict}
 
 
-def openai_router(pipeline: Pipeline, metrics: Metrics) -> APIRouter:
+async def voice_models(voice: VoiceClient) -> list[ModelOut]:
+    """The voice service's Whisper and speech models; none while it is down or loading (text models still list)."""
+    try:
+        reply = await voice.ListModels(voice_pb2.ListVoiceModelsRequest(), timeout=VOICE_MODELS_TIMEOUT_S)
+    except AvadiosError as exc:
+        log.info("voice models not listed: %s", exc)
+        return []
+    return [
+        ModelOut(
+            id=name,
+            avadios=VoiceModelDetailsOut(
+                kind="speech" if m.kind == "speech" else "transcription",
+                default=m.is_default,
+                english_only=m.english_only,
+                means=m.name if name != m.name else "",
+            ),
+        )
+        for m in reply.models
+        for name in (m.name, *m.aliases)
+    ]
+
+
+def openai_router(pipeline: Pipeline, metrics: Metrics, voice: VoiceClient) -> APIRouter:
     router = APIRouter(tags=["OpenAI"])
 
     async def generate(
@@ -174,7 +200,7 @@ def openai_router(pipeline: Pipeline, metrics: Metrics) -> APIRouter:
     async def completions(request: Request, body: CompletionRequest) -> Response:
         return await generate(request, body, TextShape(), COMPLETIONS_ROUTE)
 
-    @router.get(MODELS_ROUTE, summary="The models this node serves")
+    @router.get(MODELS_ROUTE, summary="The models this node serves: text, then transcription and speech")
     async def models() -> ModelListOut:
         reply = await pipeline.list_models()
         data = [
@@ -191,6 +217,7 @@ def openai_router(pipeline: Pipeline, metrics: Metrics) -> APIRouter:
             )
             for m in reply.models
         ]
+        data += await voice_models(voice)
         metrics.requests.labels(MODELS_ROUTE, "200", "").inc()
         return ModelListOut(data=data)
 

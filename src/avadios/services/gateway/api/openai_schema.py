@@ -258,12 +258,19 @@ class ModelDetailsOut(_Out):
     default: bool
 
 
+class VoiceModelDetailsOut(_Out):
+    kind: Literal["transcription", "speech"]
+    default: bool
+    english_only: bool
+    means: str = Field("", description="for an OpenAI name (whisper-1, tts-1, tts-1-hd): the model it stands for")
+
+
 class ModelOut(_Out):
     id: str
     object: Literal["model"] = "model"
     created: int = 0
     owned_by: str = "local"
-    avadios: ModelDetailsOut
+    avadios: ModelDetailsOut | VoiceModelDetailsOut
 
 
 class ModelListOut(_Out):
