@@ -98,6 +98,7 @@ async def _run_node(config: NodeConfig, supervisor: Supervisor) -> int:
     if health is not None:
         models = sorted({m for s in health["services"].get("inference", []) for m in s.get("models", [])})
         console.print(f"[green]ready[/]: serving {', '.join(models)}. Ctrl-C stops the node.")
+        console.print(f"dashboard: {config.api_url}/  ·  OpenAI base URL: {config.api_url}/v1")
     elif not stopping.is_set():
         console.print(f"[yellow]the node is not healthy yet[/]; see the logs in {config.logs_dir}")
     await stopping.wait()

@@ -173,11 +173,13 @@ def test_health_and_metrics_report_the_node(node: Node) -> None:
     assert 'avadios_errors_total{code="model_not_found",route="/v1/chat/completions"}' in metrics
 
 
-def test_the_home_page_shows_the_node_and_its_services(node: Node) -> None:
+def test_the_home_page_is_the_dashboard(node: Node) -> None:
+    # What it shows is tested in a browser (tests/integration/test_dashboard.py); here: it is served, with its code.
     page = httpx.get(node.api_url + "/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    node_id = json.loads(node.cli("id", "--json").stdout)["node_id"]
-    assert node_id in page.text and "inference" in page.text and MODEL in page.text
+    assert '<script type="module" src="/ui/app.js">' in page.text
+    assert httpx.get(node.api_url + "/ui/app.js").headers["content-type"].startswith("text/javascript")
+    assert f"dashboard: {node.api_url}/" in node.log_path.read_text()  # `avadios up` says where to open it
 
 
 def test_cli_status_models_ask_and_id(node: Node) -> None:

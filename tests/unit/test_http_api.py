@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import posixpath
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from avadios.config import SERVICES
 from avadios.services.gateway.api.openai_schema import (
     ChatCompletionOut,
     TextCompletionOut,
@@ -133,9 +136,15 @@ async def test_a_failure_before_the_first_chunk_is_a_status_and_after_it_an_even
 async def test_off_loopback_every_route_but_the_probes_needs_the_key(tmp_path: Path) -> None:
     async with client_for(tmp_path, api_key="secret") as client:
         for method, path in (("GET", "/v1/models"), ("POST", "/v1/completions"), ("GET", "/api/wallet"),
-                             ("GET", "/api/peers"), ("GET", "/api/route/m"), ("GET", "/")):  # fmt: skip
+                             ("GET", "/api/peers"), ("GET", "/api/route/m"), ("GET", "/api/jobs")):  # fmt: skip
             assert_error(await client.request(method, path, json={"prompt": "x"}), 401, "invalid_api_key")
-        assert (await client.get("/health")).status_code == 503  # no heartbeats here: open, but not ready
+        # The dashboard's files are open (a browser cannot send the key for them) and hold nothing of the node:
+        # the page asks for the key and sends it with every API call.
+        page = await client.get("/")
+        assert page.status_code == 200 and "key-dialog" in page.text and "node-under-test" not in page.text
+        health = await client.get("/health")
+        assert health.status_code == 503  # no heartbeats here: open, but not ready
+        assert health.json()["missing"] == list(SERVICES)  # each service the node lacks is named
         assert (await client.get("/metrics")).status_code == 200
         wrong = await client.get("/v1/models", headers={"Authorization": "Bearer wrong"})
         assert_error(wrong, 401, "invalid_api_key")
@@ -161,3 +170,45 @@ def test_the_documented_response_models_match_what_the_builders_send() -> None:
     ChatCompletionOut.model_validate(chat_completion("chatcmpl-1", "m", "hi", "stop", usage))
     TextCompletionOut.model_validate(text_completion("cmpl-1", "m", "hi", "length", usage))
     TextCompletionOut.model_validate(text_completion("cmpl-1", "m", "hi", None, None, 5))
+
+
+async def test_the_dashboard_is_served_from_the_package_with_module_types_and_a_same_origin_policy(
+    client: httpx.AsyncClient,
+) -> None:
+    from avadios.services.gateway.api.web import load_assets
+
+    page = await client.get("/")
+    assert page.headers["content-type"].startswith("text/html")
+    assert "default-src 'self'" in page.headers["content-security-policy"]  # nothing from a CDN can load
+    assets = load_assets()
+    assert {"app.js", "api.js", "style.css", "favicon.svg", "pages/chat.js", "pages/voice.js"} <= set(assets)
+    for name, asset in assets.items():
+        reply = await client.get(f"/ui/{name}")
+        assert reply.status_code == 200 and reply.content == asset.body, name
+        if name.endswith(".js"):  # browsers refuse ES modules served as anything but JavaScript
+            assert reply.headers["content-type"].startswith("text/javascript"), name
+    # Every module the page imports is one the package serves.
+    for name in (n for n in assets if n.endswith(".js")):
+        for target in re.findall(r'from "(\.{1,2}/[^"]+)"', assets[name].body.decode()):
+            resolved = posixpath.normpath(posixpath.join(posixpath.dirname(name), target))
+            assert resolved in assets, f"{name} imports {target}, which is not served"
+    favicon = await client.get("/favicon.ico")
+    assert favicon.status_code == 200 and favicon.headers["content-type"] == "image/svg+xml"
+    assert_error(await client.get("/ui/nope.js"), 404, "not_found")
+    assert_error(await client.get("/ui/../app.py"), 404, "not_found")
+    assert_error(await client.get("/ui/%2e%2e/api/web.py"), 404, "not_found")
+
+
+def test_every_dashboard_file_is_package_data_so_a_wheel_carries_it() -> None:
+    import fnmatch
+    import tomllib
+
+    root = Path(__file__).resolve().parents[2]
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"][
+        "avadios.services.gateway"
+    ]
+    web = root / "src" / "avadios" / "services" / "gateway" / "web"
+    files = [p.relative_to(web.parent).as_posix() for p in web.rglob("*") if p.is_file()]
+    assert files
+    left_out = [f for f in files if not any(fnmatch.fnmatch(f, g) and f.count("/") == g.count("/") for g in globs)]
+    assert not left_out, f"not in [tool.setuptools.package-data]: {left_out}"

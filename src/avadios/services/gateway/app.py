@@ -1,9 +1,10 @@
 """The gateway's local HTTP API, assembled: the parts it serves from, and the FastAPI app over them.
 
-One router per area (`api/openai.py`, `api/audio.py`, `api/wallet.py`, `api/peers.py`, `api/files.py`,
-`api/node.py`), one error handler (`api/errors.py`), one auth dependency (`api/auth.py`) on every route but the
-probes' /health and /metrics, and one limit on request bodies (file and audio uploads have their own). Answers
-themselves come from the tier pipeline (`pipeline.py`), which knows nothing of HTTP.
+One router per area (`api/openai.py`, `api/audio.py`, `api/wallet.py`, `api/peers.py`, `api/jobs.py`,
+`api/files.py`, `api/node.py`), one error handler (`api/errors.py`), one auth dependency (`api/auth.py`) on every
+route but the probes' /health and /metrics and the dashboard's static files (`api/web.py`: they hold no data), and
+one limit on request bodies (file and audio uploads have their own). Answers themselves come from the tier
+pipeline (`pipeline.py`), which knows nothing of HTTP.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from avadios.services.gateway.api.node import node_router
 from avadios.services.gateway.api.openai import openai_router
 from avadios.services.gateway.api.peers import discovery_stub, peers_router
 from avadios.services.gateway.api.wallet import wallet_router
+from avadios.services.gateway.api.web import load_assets, web_router
 from avadios.services.gateway.health import HealthBoard
 from avadios.services.gateway.metrics import Metrics
 from avadios.services.gateway.pipeline import Pipeline
@@ -40,9 +42,7 @@ class Gateway:
         self.node_id = node_id
         self.api_key = api_key
         self.channel = channel
-        self.pipeline = Pipeline.over(
-            channel, config.request_timeout_s, config.default_max_tokens, config.network_tier
-        )
+        self.pipeline = Pipeline.over(channel, config.request_timeout_s, config.default_max_tokens, config.network_tier)
         self.board = HealthBoard()
         self.metrics = Metrics()
         self.discovery = discovery_stub(channel)
@@ -59,7 +59,8 @@ def build_app(gw: Gateway) -> FastAPI:
     app.include_router(peers_router(gw.discovery), dependencies=keyed)
     app.include_router(jobs_router(VerifierClient(gw.channel)), dependencies=keyed)
     app.include_router(files_router(StorageClient(gw.channel, default_timeout=60.0)), dependencies=keyed)
-    app.include_router(node_router(gw.node_id, gw.board, gw.metrics, auth))
+    app.include_router(node_router(gw.node_id, gw.board, gw.metrics))
+    app.include_router(web_router(load_assets()))
     install_error_handler(app, gw.metrics)
     # Uploads have their own, larger limits: audio (the file's, plus the multipart form around it) and files.
     uploads = {
