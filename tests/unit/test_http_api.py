@@ -29,7 +29,7 @@ CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "capital of Fra
 
 def client_for(home: Path, inference: FakeInference | None = None, api_key: str | None = None) -> httpx.AsyncClient:
     app = build_app(fake_gateway(home, inference or FakeInference(), FakeCache(), api_key))
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://node")
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:8740")
 
 
 @pytest.fixture
@@ -212,3 +212,21 @@ def test_every_dashboard_file_is_package_data_so_a_wheel_carries_it() -> None:
     assert files
     left_out = [f for f in files if not any(fnmatch.fnmatch(f, g) and f.count("/") == g.count("/") for g in globs)]
     assert not left_out, f"not in [tool.setuptools.package-data]: {left_out}"
+
+
+async def test_a_write_from_another_site_is_refused_and_the_node_answers_only_its_own_names(tmp_path: Path) -> None:
+    """On loopback the node needs no key, so a page on another site must not be able to make the browser upload,
+    send AUTOM or chat through it (cross-site form posts need no preflight), nor reach it by DNS rebinding."""
+    async with client_for(tmp_path) as client:
+        body = {"model": "default", "prompt": "hi", "max_tokens": 2}
+        evil = await client.post("/v1/completions", json=body, headers={"Origin": "https://evil.example"})
+        assert evil.status_code == 403 and evil.json()["error"]["code"] == "cross_origin_refused"
+        upload = await client.post("/api/files", files={"file": ("a.txt", b"x")}, headers={"Origin": "null"})
+        assert upload.status_code == 403
+        rebound = await client.get("/health", headers={"Host": "evil.example:8740"})
+        assert rebound.status_code == 403 and "loopback" in rebound.json()["error"]["message"]
+        own = await client.post("/v1/completions", json=body, headers={"Origin": "http://127.0.0.1:8740"})
+        assert own.status_code == 200  # the dashboard itself
+        assert (await client.post("/v1/completions", json=body)).status_code == 200  # scripts send no Origin
+        by_name = await client.post("/v1/completions", json=body, headers={"Host": "localhost:8740"})
+        assert by_name.status_code == 200

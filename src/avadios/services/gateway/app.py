@@ -20,6 +20,7 @@ from avadios.services.gateway.api.files import files_router
 from avadios.services.gateway.api.jobs import jobs_router
 from avadios.services.gateway.api.node import node_router
 from avadios.services.gateway.api.openai import openai_router
+from avadios.services.gateway.api.origin import SameOrigin
 from avadios.services.gateway.api.peers import discovery_stub, peers_router
 from avadios.services.gateway.api.wallet import wallet_router
 from avadios.services.gateway.api.web import load_assets, web_router
@@ -68,4 +69,5 @@ def build_app(gw: Gateway) -> FastAPI:
         "/api/files": gw.config.max_upload_bytes,
     }
     app.add_middleware(BodyLimit, limit=gw.config.max_body_bytes, per_path=uploads)
+    app.add_middleware(SameOrigin, loopback_only=gw.config.api_is_local)
     return app
