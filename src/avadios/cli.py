@@ -95,6 +95,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             nats_port=args.nats_port,
             p2p_port=args.p2p_port,
             bootstrap=bootstrap,
+            inference_backend="openai" if args.backend else None,
+            inference_backend_url=args.backend,
         )
         replicas: dict[str, int] = {}
         for spec in args.replicas or []:
@@ -304,6 +306,13 @@ def register_node_commands(commands: Commands) -> None:
     )
     up.add_argument(
         "--replicas", action="append", metavar="SERVICE=N", help="processes of a service, e.g. inference=2 (repeatable)"
+    )
+    up.add_argument(
+        "--backend",
+        default=None,
+        metavar="URL",
+        help="tier 1 from an OpenAI-compatible server you already run, e.g. http://127.0.0.1:11434/v1 (Ollama) "
+        "instead of a local GGUF (config inference_backend = \"openai\" and inference_backend_url)",
     )
     add_command(commands, "status", cmd_status, "show the node's processes, replicas, health and model", json_flag=True)
     add_command(commands, "id", cmd_id, "print this node's id (BLAKE3 of its Ed25519 public key)", json_flag=True)

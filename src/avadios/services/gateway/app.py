@@ -1,9 +1,9 @@
 """The gateway's local HTTP API, assembled: the parts it serves from, and the FastAPI app over them.
 
-One router per area (`api/openai.py`, `api/wallet.py`, `api/peers.py`, `api/node.py`), one error handler
-(`api/errors.py`), one auth dependency (`api/auth.py`) on every route but the probes' /health and /metrics, and
-one limit on request bodies. Answers themselves come from the tier pipeline (`pipeline.py`), which knows
-nothing of HTTP.
+One router per area (`api/openai.py`, `api/embeddings.py`, `api/wallet.py`, `api/peers.py`, `api/node.py`),
+one error handler (`api/errors.py`), one auth dependency (`api/auth.py`) on every route but the probes' /health
+and /metrics, and one limit on request bodies. Answers themselves come from the tier pipeline (`pipeline.py`),
+which knows nothing of HTTP.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from fastapi import Depends, FastAPI
 from avadios import __version__
 from avadios.config import NodeConfig
 from avadios.services.gateway.api.auth import api_key_check
+from avadios.services.gateway.api.embeddings import embeddings_router
 from avadios.services.gateway.api.errors import BodyLimit, install_error_handler
 from avadios.services.gateway.api.jobs import jobs_router
 from avadios.services.gateway.api.node import node_router
@@ -49,6 +50,7 @@ def build_app(gw: Gateway) -> FastAPI:
     auth = api_key_check(gw.api_key)
     keyed = [Depends(auth)]
     app.include_router(openai_router(gw.pipeline, gw.metrics), dependencies=keyed)
+    app.include_router(embeddings_router(gw.pipeline, gw.metrics), dependencies=keyed)
     app.include_router(wallet_router(gw.config.home, gw.channel), dependencies=keyed)
     app.include_router(peers_router(gw.discovery), dependencies=keyed)
     app.include_router(jobs_router(VerifierClient(gw.channel)), dependencies=keyed)

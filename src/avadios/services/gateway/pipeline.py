@@ -155,6 +155,28 @@ class Pipeline:
         return self._models
 
 
+    async def local_model(self, name: str) -> str:
+        """The model this node serves under `name` ("" and "default": the default model); 404 if it holds none."""
+        models = await self.list_models()
+        model = name if name and name != "default" else models.default_model
+        if model not in {m.name for m in models.models}:
+            available = ", ".join(m.name for m in models.models)
+            raise ModelNotFound(f"The model '{model}' does not exist on this node. Available: {available}")
+        return model
+
+    async def embed(self, model: str, inputs: list[str], request_id: str) -> inference_pb2.EmbedReply:
+        """Embeddings are always computed here, by the model this node holds (never cached, never the network)."""
+        request = inference_pb2.EmbedRequest(request_id=request_id, model=await self.local_model(model), inputs=inputs)
+        return await self.inference.Embed(request, timeout=self.request_timeout_s, request_id=request_id)
+
+    async def tokenize(self, request: inference_pb2.TokenizeRequest) -> inference_pb2.TokenizeReply:
+        request.model = await self.local_model(request.model)
+        return await self.inference.Tokenize(request)
+
+    async def detokenize(self, request: inference_pb2.DetokenizeRequest) -> inference_pb2.DetokenizeReply:
+        request.model = await self.local_model(request.model)
+        return await self.inference.Detokenize(request)
+
     def _goes_to_network(self, ask: NetworkAsk, model: str, local: set[str]) -> bool:
         if ask.tier not in ("auto", "local", "network"):
             raise InvalidArgument(f"tier must be auto, local or network, not {ask.tier!r}")

@@ -30,6 +30,7 @@ _CODES = {
     413: "request_too_large",
     429: "busy",
     500: "internal_error",
+    501: "not_implemented",
     503: "service_unavailable",
     504: "timeout",
 }
