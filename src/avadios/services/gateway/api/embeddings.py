@@ -26,10 +26,12 @@ class EmbeddingRequest(BaseModel):
     # Texts only: OpenAI also takes token arrays, which this node refuses (it names the field) rather than guess.
     input: str | list[str] = Field(description=f"one text or up to {MAX_INPUTS}")
 
-    @field_validator("input")
+    @field_validator("input", mode="before")
     @classmethod
-    def _some_text(cls, value: str | list[str]) -> str | list[str]:
+    def _some_text(cls, value: Any) -> Any:
         texts = [value] if isinstance(value, str) else value
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            raise ValueError("give a text or a list of texts (token arrays are not supported)")
         if not 1 <= len(texts) <= MAX_INPUTS:
             raise ValueError(f"give 1 to {MAX_INPUTS} texts")
         if any(not t for t in texts):

@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from avadios.errors import InvalidArgument
 from avadios.ledger.amount import parse_autom
@@ -221,15 +221,31 @@ class ChatCompletionRequest(SamplingIn):
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None  # accepted: an answer makes at most one call, which any value allows
 
-    @model_validator(mode="after")
-    def _check_combinations(self) -> ChatCompletionRequest:
-        if self.top_logprobs and not self.logprobs:
+    # Field validators rather than one model validator, so that a refusal names its field (error `param`); fields
+    # are validated in order, so each sees the ones declared before it.
+    @field_validator("top_logprobs")
+    @classmethod
+    def _top_needs_logprobs(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value and not info.data.get("logprobs"):
             raise ValueError("top_logprobs needs logprobs: true")
-        if self.tool_choice not in (None, "none") and not self.tools:
-            raise ValueError("tool_choice needs tools")
-        if self.offered_tools() and self.response_format is not None and self.response_format.type != "text":
-            raise ValueError("response_format and tools cannot be combined: a tool call is itself constrained JSON")
-        return self
+        return value
+
+    @field_validator("tools")
+    @classmethod
+    def _tools_alone(cls, value: list[ToolIn] | None, info: ValidationInfo) -> list[ToolIn] | None:
+        fmt = info.data.get("response_format")
+        if value and fmt is not None and fmt.type != "text":
+            raise ValueError("tools and response_format cannot be combined: a tool call is itself constrained JSON")
+        return value
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _choice_needs_tools(cls, value: ToolChoice | None, info: ValidationInfo) -> ToolChoice | None:
+        if value not in (None, "none"):
+            offered(info.data.get("tools") or [], value)  # a named function must be among the tools
+            if not info.data.get("tools"):
+                raise ValueError("tool_choice needs tools")
+        return value
 
     def offered_tools(self) -> list[ToolIn]:
         return offered(self.tools, self.tool_choice)

@@ -10,6 +10,7 @@ that call, "none" nothing (the tools are then not offered at all). One call per 
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -121,9 +122,26 @@ def read_answer(text: str) -> ToolAnswer:
     try:
         value = json.loads(text)
     except json.JSONDecodeError:
-        return ToolAnswer(text)
+        return ToolAnswer(_cut_content(text))
     if isinstance(value, dict) and isinstance(value.get("name"), str) and "arguments" in value:
         return ToolAnswer(None, value["name"], json.dumps(value["arguments"], ensure_ascii=False))
     if isinstance(value, dict) and isinstance(value.get("content"), str):
         return ToolAnswer(value["content"])
     return ToolAnswer(text)
+
+
+_CONTENT_START = re.compile(r'\s*\{\s*"content"\s*:\s*"')
+
+
+def _cut_content(text: str) -> str:
+    """The text of a plain answer cut short inside its JSON string (`{"content": "Paris is` -> `Paris is`)."""
+    start = _CONTENT_START.match(text)
+    if start is None:
+        return text
+    partial = text[start.end() :]
+    for end in range(len(partial), max(-1, len(partial) - 8), -1):  # an escape may be cut in half
+        try:
+            return str(json.loads(f'"{partial[:end]}"'))
+        except json.JSONDecodeError:
+            continue
+    return partial
