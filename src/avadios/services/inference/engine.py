@@ -55,6 +55,12 @@ class Sampling:
         """Uses any feature beyond plain sampling: such a request runs on the single-sequence token path."""
         return self.steers or self.logprobs or self.top_logprobs > 0
 
+    @property
+    def seeded(self) -> bool:
+        """Sampling with a fixed seed: the same answer every time only from an empty cache (create_completion's
+        prompt-prefix re-use changed a seeded answer after another request here), so it takes the token path."""
+        return self.seed is not None and self.temperature > 0.0
+
     def with_stop(self, extra: tuple[str, ...]) -> Sampling:
         return replace(self, stop=self.stop + extra)
 
@@ -199,7 +205,7 @@ class Engine:
 
         def run() -> None:
             try:
-                if want_tokens or sampling.constrained:
+                if want_tokens or sampling.constrained or sampling.seeded:
                     self._generate_tokens(tokens, sampling, put, stop_flag)
                     return
                 finish = "stop"
