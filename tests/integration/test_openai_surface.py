@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,12 +17,13 @@ import pytest
 from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
 from openai import OpenAI
-from pydantic import BaseModel
+from openai.types.chat import ChatCompletionMessageParam
+from pydantic import BaseModel, SecretStr
 
 from tests.helpers import Node, running_node
 
 MODEL = "gemma-3-270m-q4_k_m"
-FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
+FRANCE: list[ChatCompletionMessageParam] = [{"role": "user", "content": "What is the capital of France?"}]
 TABLE = Path(__file__).parents[2] / "docs" / "openai-compatibility.md"
 BASE_BODIES: dict[str, dict[str, Any]] = {
     "/v1/chat/completions": {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2},
@@ -53,8 +53,13 @@ def client(node: Node) -> OpenAI:
 @pytest.fixture(scope="module")
 def chat_model(node: Node) -> ChatOpenAI:
     return ChatOpenAI(
-        base_url=node.api_url + "/v1", api_key="unused", model=MODEL, temperature=0, max_tokens=40, max_retries=0
-    )  # type: ignore[call-arg]
+        base_url=node.api_url + "/v1",
+        api_key=SecretStr("unused"),
+        model=MODEL,
+        temperature=0,
+        max_completion_tokens=40,
+        max_retries=0,
+    )
 
 
 def test_models_name_the_quantization_and_the_trained_context(client: OpenAI) -> None:
@@ -167,7 +172,7 @@ def test_a_required_tool_call_names_the_tool_with_arguments_of_its_schema(client
 def test_what_the_node_cannot_do_is_a_400_naming_the_field(client: OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as refused:
         client.chat.completions.create(model=MODEL, messages=FRANCE, n=2)
-    assert refused.value.param == "n"  # type: ignore[attr-defined]
+    assert refused.value.param == "n"
     with pytest.raises(openai.BadRequestError, match="Proof of Inference"):
         client.chat.completions.create(
             model=MODEL, messages=FRANCE, logprobs=True, max_tokens=2, extra_body={"avadios": {"tier": "network"}}
@@ -198,7 +203,7 @@ def test_tokenize_and_detokenize_round_trip_as_llama_server_does(node: Node) -> 
 
 def test_langchain_invokes_streams_and_returns_structured_output(chat_model: ChatOpenAI) -> None:
     assert "Paris" in str(chat_model.invoke("What is the capital of France?").content)
-    warm = chat_model.model_copy(update={"temperature": 0.7, "max_tokens": 12})
+    warm = chat_model.model_copy(update={"temperature": 0.7, "max_tokens": 12})  # the field's own name
     pieces = [c.content for c in warm.stream("Name a large animal.")]
     assert len([p for p in pieces if p]) >= 2
     city = chat_model.with_structured_output(City, method="json_schema").invoke("Name a city in France.")
@@ -212,7 +217,7 @@ def test_langchain_tool_call(chat_model: ChatOpenAI) -> None:
         return "sunny"
 
     message = chat_model.bind_tools([get_weather], tool_choice="get_weather").invoke("What is the weather in Paris?")
-    (call,) = message.tool_calls  # type: ignore[attr-defined]
+    (call,) = message.tool_calls
     assert call["name"] == "get_weather" and isinstance(call["args"]["city"], str)
 
 
@@ -235,7 +240,8 @@ def test_the_compatibility_table_is_what_the_node_does(node: Node) -> None:
             if outcome == "supported":
                 ok = reply.status_code == 200 and "error" not in reply.text[:200]
             else:
-                ok = reply.status_code == 400 and re.match(re.escape(field), reply.json()["error"]["param"] or "")
+                param = reply.json()["error"]["param"] or "" if reply.status_code == 400 else ""
+                ok = reply.status_code == 400 and param.startswith(field)
             if not ok:
                 got = f"HTTP {reply.status_code} {reply.text[:200]}"
                 wrong.append(f"{endpoint} {field} {sent}: {outcome} in the table, {got}")
