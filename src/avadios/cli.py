@@ -115,12 +115,15 @@ def cmd_up(args: argparse.Namespace) -> int:
         console.print(f"[red]error:[/] {exc}")
         return EXIT_USAGE
     _file_logging(config)
-    with console.status("preparing the default model (first start assembles it from its package)…"):
-        try:
-            model = default_model_path(config)
-        except Exception as exc:
-            console.print(f"[red]error:[/] cannot prepare the default model: {exc}")
-            return 1
+    if config.inference_backend == "openai":  # tier 1 is the user's own server: no GGUF of ours to prepare
+        model = f"{config.inference_backend_url} (inference_backend = openai)"
+    else:
+        with console.status("preparing the default model (first start assembles it from its package)…"):
+            try:
+                model = str(default_model_path(config))
+            except Exception as exc:
+                console.print(f"[red]error:[/] cannot prepare the default model: {exc}")
+                return 1
     table = Table.grid(padding=(0, 2))
     table.add_row("node id", node.node_id)
     table.add_row("home", str(config.home))
@@ -128,7 +131,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     table.add_row("OpenAI base URL", config.api_url + "/v1")
     table.add_row("NATS", config.effective_nats_url)
     table.add_row("P2P", f"/ip4/{config.advertised_host}/tcp/{config.p2p_port}/p2p/{node.node_id}")
-    table.add_row("default model", str(model))
+    table.add_row("default model", model)
     table.add_row("logs", str(config.logs_dir))
     if not config.api_is_local:
         table.add_row("API key", str(config.home / identity.API_KEY_FILE))

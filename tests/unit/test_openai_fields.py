@@ -19,6 +19,7 @@ from avadios.services.gateway.app import build_app
 from avadios.services.gateway.cache_key import cache_key
 from avadios.services.gateway.pipeline import NetworkAsk, Pipeline, Tier
 from avadios.services.inference.engine import Sampling
+from avadios.services.inference.forward import openai_body
 from avadios.services.inference.gguf_meta import quantization, read_metadata, serving_context
 from avadios.services.inference.service import json_schema_grammar
 from avadios.testing.tiny_gguf import write_tiny_gguf
@@ -224,3 +225,19 @@ def test_the_backend_setting_is_checked(tmp_path: Path) -> None:
         load_config({"home": tmp_path, "inference_backend": "openai"}, env={})
     with pytest.raises(ValueError, match="inference_backend must be one of"):
         load_config({"home": tmp_path, "inference_backend": "ollama"}, env={})
+
+
+def test_a_forwarded_request_says_the_same_in_openais_words() -> None:
+    sampling = inference_pb2.SamplingParams(
+        max_tokens=5, temperature=0.5, top_p=0.9, stop=["\n"], presence_penalty=0.5, logit_bias={7: -3.0},
+        json_schema='{"type":"object"}', logprobs=True, top_logprobs=2,
+    )  # fmt: skip
+    sampling.seed = 3
+    chat = inference_pb2.ChatPrompt(messages=[inference_pb2.ChatMessage(role="user", content="hi")])
+    path, body = openai_body(inference_pb2.GenerateRequest(model="m", chat=chat, sampling=sampling), 256)
+    assert path == "/chat/completions" and body["messages"] == [{"role": "user", "content": "hi"}]
+    assert (body["max_tokens"], body["seed"], body["stop"], body["logit_bias"]) == (5, 3, ["\n"], {"7": -3.0})
+    assert body["response_format"]["json_schema"]["schema"] == {"type": "object"}
+    assert (body["logprobs"], body["top_logprobs"], body["stream"]) == (True, 2, True)
+    path, body = openai_body(inference_pb2.GenerateRequest(model="m", prompt="p"), 256)
+    assert path == "/completions" and body["prompt"] == "p" and body["max_tokens"] == 256 and "logprobs" not in body

@@ -17,6 +17,8 @@ from avadios.services.gateway.pipeline import Pipeline
 from avadios.v1 import inference_pb2
 
 EMBEDDINGS_ROUTE = "/v1/embeddings"
+TOKENIZE_ROUTE = "/tokenize"
+DETOKENIZE_ROUTE = "/detokenize"
 MAX_INPUTS = 256
 
 
@@ -99,13 +101,14 @@ def embeddings_router(pipeline: Pipeline, metrics: Metrics) -> APIRouter:
         usage = EmbeddingUsageOut(prompt_tokens=reply.prompt_tokens, total_tokens=reply.prompt_tokens)
         return EmbeddingListOut(data=data, model=reply.model, usage=usage)
 
-    @router.post("/tokenize", summary="Text to token ids (llama-server's /tokenize)")
+    @router.post(TOKENIZE_ROUTE, summary="Text to token ids (llama-server's /tokenize)")
     async def tokenize(body: TokenizeRequest) -> dict[str, Any]:
         reply = await pipeline.tokenize(
             inference_pb2.TokenizeRequest(
                 model=body.model, content=body.content, add_special=body.add_special, with_pieces=body.with_pieces
             )
         )
+        metrics.requests.labels(TOKENIZE_ROUTE, "200", "1").inc()
         if not body.with_pieces:
             return {"tokens": list(reply.tokens)}
         # llama-server gives a piece as text when it is valid UTF-8, else as its bytes
@@ -117,11 +120,12 @@ def embeddings_router(pipeline: Pipeline, metrics: Metrics) -> APIRouter:
                 pieces.append(list(piece))
         return {"tokens": [{"id": t, "piece": p} for t, p in zip(reply.tokens, pieces, strict=True)]}
 
-    @router.post("/detokenize", summary="Token ids to text (llama-server's /detokenize)")
+    @router.post(DETOKENIZE_ROUTE, summary="Token ids to text (llama-server's /detokenize)")
     async def detokenize(body: DetokenizeRequest) -> dict[str, str]:
         if any(t < 0 for t in body.tokens):
             raise InvalidArgument("tokens must not be negative")
         reply = await pipeline.detokenize(inference_pb2.DetokenizeRequest(model=body.model, tokens=body.tokens))
+        metrics.requests.labels(DETOKENIZE_ROUTE, "200", "1").inc()
         return {"content": reply.content}
 
     return router
