@@ -188,6 +188,8 @@ def test_embeddings_are_unit_vectors_in_float_and_base64(client: OpenAI) -> None
     raw = client.embeddings.with_raw_response.create(model=MODEL, input=texts[0], encoding_format="base64")
     decoded = np.frombuffer(base64.b64decode(raw.http_response.json()["data"][0]["embedding"]), dtype="<f4")
     assert np.allclose(decoded, vectors[0], atol=1e-6)
+    with pytest.raises(openai.BadRequestError, match="at most 2048"):  # refused whole, never cut short
+        client.embeddings.create(model=MODEL, input=["fine", "word " * 3000])
 
 
 def test_tokenize_and_detokenize_round_trip_as_llama_server_does(node: Node) -> None:

@@ -19,6 +19,7 @@ from llama_cpp import Llama
 from llama_cpp._internals import LlamaBatch, LlamaSampler
 from llama_cpp.llama_grammar import LlamaGrammar
 
+from avadios.errors import InvalidArgument
 from avadios.services.inference.chat_format import ChatRenderer, Message
 from avadios.services.inference.logit_stats import Logits, TokenStats, chosen_logprob, token_stats
 from avadios.token_text import StopText
@@ -27,7 +28,7 @@ from avadios.token_text import StopText
 # top-p, then min-p, all on the raw logits, then temperature; repetition penalties off.
 SAMPLER_TOP_K = 40
 SAMPLER_MIN_P = 0.05
-EMBED_CONTEXT = 2048  # the longest input an embedding reads (longer ones are cut, as llama.cpp does)
+EMBED_CONTEXT = 2048  # the longest input an embedding reads, in tokens (a longer one is refused)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +165,12 @@ class Engine:
                 n_threads_batch=self.threads,
                 verbose=False,
             )
-        vectors, count = self._embedder.embed(texts, normalize=True, truncate=True, return_count=True)
+        window = self._embedder.n_ctx()
+        for i, text in enumerate(texts):  # refused, never cut short: a cut text's vector would answer another text
+            length = len(self._embedder.tokenize(text.encode("utf-8")))
+            if length > window:
+                raise InvalidArgument(f"input {i} is {length} tokens; an embedding reads at most {window}")
+        vectors, count = self._embedder.embed(texts, normalize=True, truncate=False, return_count=True)
         return [list(map(float, v)) for v in vectors], int(count)
 
     def tokenize(self, text: str, add_special: bool) -> list[int]:
