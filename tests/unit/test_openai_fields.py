@@ -22,6 +22,7 @@ from avadios.services.inference.engine import Sampling
 from avadios.services.inference.forward import openai_body
 from avadios.services.inference.gguf_meta import quantization, read_metadata, serving_context
 from avadios.services.inference.service import json_schema_grammar
+from avadios.services.verifier.provider import check_offer
 from avadios.testing.tiny_gguf import write_tiny_gguf
 from avadios.v1 import inference_pb2, jobs_pb2
 from avadios.v1.cache_nats import CacheClient
@@ -241,3 +242,14 @@ def test_a_forwarded_request_says_the_same_in_openais_words() -> None:
     assert (body["logprobs"], body["top_logprobs"], body["stream"]) == (True, 2, True)
     path, body = openai_body(inference_pb2.GenerateRequest(model="m", prompt="p"), 256)
     assert path == "/completions" and body["prompt"] == "p" and body["max_tokens"] == 256 and "logprobs" not in body
+
+
+def test_a_provider_refuses_an_offer_it_could_not_have_verified() -> None:
+    request = inference_pb2.GenerateRequest(
+        model="m", prompt="p", sampling=inference_pb2.SamplingParams(max_tokens=4, json_schema='{"type":"object"}')
+    )
+    offer = jobs_pb2.JobOffer(request_id="r", request=request, model_hash=b"h" * 32, hold=b"o" * 32, price_cap=10)
+    with pytest.raises(InvalidArgument, match="response_format/tools cannot be verified"):
+        check_offer(offer, 256)
+    offer.request.sampling.json_schema = ""
+    check_offer(offer, 256)  # the same offer, plain, is served
