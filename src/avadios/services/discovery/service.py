@@ -153,6 +153,8 @@ class DiscoveryRoom(discovery_pb2_grpc.DiscoveryServicer):
         models = await self.inference.ListModels(inference_pb2.ListModelsRequest(), timeout=10)
         offers = []
         for m in models.models:
+            if not m.path:  # served by a forwarding backend: no GGUF to pin, no token ids to verify, not offered
+                continue
             path = Path(m.path)
             digest = await asyncio.to_thread(self.hashes.digest, path)
             offers.append(

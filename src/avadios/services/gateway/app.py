@@ -1,10 +1,10 @@
 """The gateway's local HTTP API, assembled: the parts it serves from, and the FastAPI app over them.
 
-One router per area (`api/openai.py`, `api/audio.py`, `api/wallet.py`, `api/peers.py`, `api/jobs.py`,
-`api/files.py`, `api/node.py`), one error handler (`api/errors.py`), one auth dependency (`api/auth.py`) on every
-route but the probes' /health and /metrics and the dashboard's static files (`api/web.py`: they hold no data), and
-one limit on request bodies (file and audio uploads have their own). Answers themselves come from the tier
-pipeline (`pipeline.py`), which knows nothing of HTTP.
+One router per area (`api/openai.py`, `api/embeddings.py`, `api/audio.py`, `api/wallet.py`, `api/peers.py`,
+`api/jobs.py`, `api/files.py`, `api/node.py`), one error handler (`api/errors.py`), one auth dependency
+(`api/auth.py`) on every route but the probes' /health and /metrics and the dashboard's static files (`api/web.py`:
+they hold no data), and one limit on request bodies (file and audio uploads have their own). Answers themselves
+come from the tier pipeline (`pipeline.py`), which knows nothing of HTTP.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from avadios import __version__
 from avadios.config import NodeConfig
 from avadios.services.gateway.api.audio import FORM_OVERHEAD_BYTES, TRANSCRIPTIONS_ROUTE, audio_router
 from avadios.services.gateway.api.auth import api_key_check
+from avadios.services.gateway.api.embeddings import embeddings_router
 from avadios.services.gateway.api.errors import BodyLimit, install_error_handler
 from avadios.services.gateway.api.files import files_router
 from avadios.services.gateway.api.jobs import jobs_router
@@ -55,6 +56,7 @@ def build_app(gw: Gateway) -> FastAPI:
     auth = api_key_check(gw.api_key)
     keyed = [Depends(auth)]
     app.include_router(openai_router(gw.pipeline, gw.metrics, gw.voice), dependencies=keyed)
+    app.include_router(embeddings_router(gw.pipeline, gw.metrics), dependencies=keyed)
     app.include_router(audio_router(gw.voice, gw.metrics, gw.config.voice_max_audio_bytes), dependencies=keyed)
     app.include_router(wallet_router(gw.config.home, gw.channel), dependencies=keyed)
     app.include_router(peers_router(gw.discovery), dependencies=keyed)

@@ -8,7 +8,7 @@ import blake3
 
 from avadios.v1 import inference_pb2
 
-KEY_VERSION = 1  # bump when the meaning of a cached answer changes (e.g. a new chat format)
+KEY_VERSION = 2  # bump when the meaning of a cached answer changes (e.g. a new chat format)
 
 
 def cache_key(request: inference_pb2.GenerateRequest, model: str, default_max_tokens: int) -> bytes:
@@ -28,6 +28,11 @@ def cache_key(request: inference_pb2.GenerateRequest, model: str, default_max_to
         "top_p": round(float(s.top_p or 1.0), 6),
         "seed": s.seed if s.HasField("seed") else None,
         "stop": list(s.stop),
+        # what steers the sampler: answers to the same prompt under another schema or bias are other answers
+        "presence_penalty": round(float(s.presence_penalty), 6),
+        "frequency_penalty": round(float(s.frequency_penalty), 6),
+        "logit_bias": sorted((int(t), round(float(b), 6)) for t, b in s.logit_bias.items()),
+        "json_schema": s.json_schema,
     }
     text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return blake3.blake3(text.encode("utf-8")).digest()

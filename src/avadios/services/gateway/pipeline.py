@@ -20,12 +20,13 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 import grpc
 
 from avadios.errors import PAYMENT_REASONS, AvadiosError, InvalidArgument, NotFound, PaymentRequired, Unavailable
+from avadios.sampling_features import network_refusal
 from avadios.services.gateway.cache_key import cache_key
 from avadios.transport import NatsChannel
 from avadios.v1 import cache_pb2, inference_pb2, jobs_pb2
@@ -83,6 +84,7 @@ class Completed:
 
     text: str
     last: inference_pb2.GenerateChunk
+    logprobs: list[inference_pb2.TokenLogprob] = field(default_factory=list)  # sampling.logprobs only
 
 
 @dataclass(slots=True)
@@ -97,16 +99,23 @@ class Answer:
 
     async def collect(self) -> Completed:
         texts: list[str] = []
+        logprobs: list[inference_pb2.TokenLogprob] = []
         last = inference_pb2.GenerateChunk()
         async for chunk in self.chunks:
             texts.append(chunk.text)
+            logprobs.extend(chunk.token_logprobs)
             last = chunk
-        return Completed("".join(texts), last)
+        return Completed("".join(texts), last, logprobs)
 
 
 def reproducible(sampling: inference_pb2.SamplingParams) -> bool:
     """Only these answers may come from the cache: greedy decoding, or sampling with a fixed seed."""
     return sampling.temperature == 0.0 or sampling.HasField("seed")
+
+
+def cacheable(sampling: inference_pb2.SamplingParams) -> bool:
+    """Tier 0 keeps text only: a request that asks for logprobs is reproducible but always computed afresh."""
+    return reproducible(sampling) and not (sampling.logprobs or sampling.top_logprobs)
 
 
 class Pipeline:
@@ -146,6 +155,28 @@ class Pipeline:
         return self._models
 
 
+    async def local_model(self, name: str) -> str:
+        """The model this node serves under `name` ("" and "default": the default model); 404 if it holds none."""
+        models = await self.list_models()
+        model = name if name and name != "default" else models.default_model
+        if model not in {m.name for m in models.models}:
+            available = ", ".join(m.name for m in models.models)
+            raise ModelNotFound(f"The model '{model}' does not exist on this node. Available: {available}")
+        return model
+
+    async def embed(self, model: str, inputs: list[str], request_id: str) -> inference_pb2.EmbedReply:
+        """Embeddings are always computed here, by the model this node holds (never cached, never the network)."""
+        request = inference_pb2.EmbedRequest(request_id=request_id, model=await self.local_model(model), inputs=inputs)
+        return await self.inference.Embed(request, timeout=self.request_timeout_s, request_id=request_id)
+
+    async def tokenize(self, request: inference_pb2.TokenizeRequest) -> inference_pb2.TokenizeReply:
+        request.model = await self.local_model(request.model)
+        return await self.inference.Tokenize(request)
+
+    async def detokenize(self, request: inference_pb2.DetokenizeRequest) -> inference_pb2.DetokenizeReply:
+        request.model = await self.local_model(request.model)
+        return await self.inference.Detokenize(request)
+
     def _goes_to_network(self, ask: NetworkAsk, model: str, local: set[str]) -> bool:
         if ask.tier not in ("auto", "local", "network"):
             raise InvalidArgument(f"tier must be auto, local or network, not {ask.tier!r}")
@@ -169,12 +200,17 @@ class Pipeline:
         # "" and "default" mean this node's default model
         model = request.model if request.model and request.model != "default" else models.default_model
         to_network = self._goes_to_network(network, model, local)
+        refusal = network_refusal(request.sampling)
+        if to_network and refusal:
+            if network.tier == "network" or model not in local:
+                raise InvalidArgument(f"cannot send this request to the network: {refusal}")
+            to_network = False  # network_tier "always": a constrained request still has its local answer
         if not to_network and model not in local:
             available = ", ".join(m.name for m in models.models)
             raise ModelNotFound(f"The model '{model}' does not exist on this node. Available: {available}")
         request = _with_model(request, model)
         key = None
-        if reproducible(request.sampling) and (cache.lookup or cache.store):
+        if cacheable(request.sampling) and (cache.lookup or cache.store):
             key = cache_key(request, model, self.default_max_tokens)
         if key is not None and cache.lookup and network.tier != "network":  # asked for the network: go there
             cached = await self._cache_lookup(key)

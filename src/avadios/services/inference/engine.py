@@ -6,9 +6,9 @@ import asyncio
 import os
 import random
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +16,10 @@ import blake3
 import llama_cpp
 import numpy as np
 from llama_cpp import Llama
-from llama_cpp._internals import LlamaBatch
+from llama_cpp._internals import LlamaBatch, LlamaSampler
+from llama_cpp.llama_grammar import LlamaGrammar
 
+from avadios.errors import InvalidArgument
 from avadios.services.inference.chat_format import ChatRenderer, Message
 from avadios.services.inference.logit_stats import Logits, TokenStats, chosen_logprob, token_stats
 from avadios.token_text import StopText
@@ -26,6 +28,7 @@ from avadios.token_text import StopText
 # top-p, then min-p, all on the raw logits, then temperature; repetition penalties off.
 SAMPLER_TOP_K = 40
 SAMPLER_MIN_P = 0.05
+EMBED_CONTEXT = 2048  # the longest input an embedding reads, in tokens (a longer one is refused)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +38,42 @@ class Sampling:
     top_p: float
     seed: int | None
     stop: tuple[str, ...]
+    # Beyond plain sampling (OpenAI's fields; see `constrained`)
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    grammar: str = ""  # GBNF, built from the request's JSON schema
+    logprobs: bool = False
+    top_logprobs: int = 0
+
+    @property
+    def steers(self) -> bool:
+        """The sampler itself changes (grammar, penalties, biases): generation runs our own sampler chain."""
+        return bool(self.grammar or self.presence_penalty or self.frequency_penalty or self.logit_bias)
+
+    @property
+    def constrained(self) -> bool:
+        """Uses any feature beyond plain sampling: such a request runs on the single-sequence token path."""
+        return self.steers or self.logprobs or self.top_logprobs > 0
+
+    @property
+    def seeded(self) -> bool:
+        """Sampling with a fixed seed: the same answer every time only from an empty cache (create_completion's
+        prompt-prefix re-use changed a seeded answer after another request here), so it takes the token path."""
+        return self.seed is not None and self.temperature > 0.0
+
+    def with_stop(self, extra: tuple[str, ...]) -> Sampling:
+        return replace(self, stop=self.stop + extra)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """A generated token as OpenAI's logprobs show it: raw-logit log-softmax, best alternatives first."""
+
+    id: int
+    piece: bytes
+    logprob: float
+    top: tuple[tuple[int, bytes, float], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +87,8 @@ class Piece:
     # want_tokens only: tokens sampled since the previous piece, with their logprobs as the generator saw them
     token_ids: tuple[int, ...] = ()
     logprobs: tuple[float, ...] = ()
+    # sampling.logprobs only: the same tokens (end-of-generation excluded) with their alternatives
+    details: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +125,7 @@ class Engine:
         )
         self.n_vocab = self.llm.n_vocab()
         self._model_hash = b""
+        self._embedder: Llama | None = None  # a second context in embedding mode, made on the first Embed
         # The last prompt evaluated on its own from an empty cache, and its last logits row: while the KV cache
         # still holds exactly that evaluation, scoring an answer to the same prompt starts from it (see _score).
         self._prompt_state: tuple[list[int], Logits] | None = None
@@ -97,6 +139,49 @@ class Engine:
     def close(self) -> None:
         self._thread.shutdown(wait=True)
         self.llm.close()
+        if self._embedder is not None:
+            self._embedder.close()
+
+    async def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
+        """One L2-normalized vector per text and the tokens read; the embedding context is made on first use."""
+        return await asyncio.get_running_loop().run_in_executor(self._thread, self._embed, texts)
+
+    def _embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
+        if self._embedder is None:
+            arch = str(self.llm.metadata.get("general.architecture", ""))
+            # A GGUF that names its pooling keeps it; one that does not (gemma-3, any decoder-only chat model)
+            # would give one vector per token: mean-pool those into one.
+            named = f"{arch}.pooling_type" in self.llm.metadata
+            pooling = llama_cpp.LLAMA_POOLING_TYPE_UNSPECIFIED if named else llama_cpp.LLAMA_POOLING_TYPE_MEAN
+            window = min(self.context_length, EMBED_CONTEXT)
+            self._embedder = Llama(
+                model_path=str(self.path),
+                embedding=True,
+                pooling_type=pooling,
+                n_ctx=window,
+                n_batch=window,
+                n_ubatch=window,  # a pooled input must fit one micro-batch
+                n_threads=self.threads,
+                n_threads_batch=self.threads,
+                verbose=False,
+            )
+        window = self._embedder.n_ctx()
+        for i, text in enumerate(texts):  # refused, never cut short: a cut text's vector would answer another text
+            length = len(self._embedder.tokenize(text.encode("utf-8")))
+            if length > window:
+                raise InvalidArgument(f"input {i} is {length} tokens; an embedding reads at most {window}")
+        vectors, count = self._embedder.embed(texts, normalize=True, truncate=False, return_count=True)
+        return [list(map(float, v)) for v in vectors], int(count)
+
+    def tokenize(self, text: str, add_special: bool) -> list[int]:
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=add_special, special=True)
+
+    def token_text(self, token: int) -> bytes:
+        """A token's text as llama-server shows it (control tokens by their name)."""
+        return self.llm._model.detokenize([token], special=True)
+
+    def detokenize(self, tokens: list[int]) -> str:
+        return self.llm._model.detokenize(tokens, special=True).decode("utf-8", "replace")
 
     def model_hash(self) -> bytes:
         """BLAKE3 of the GGUF file (what the network pins a model by); hashed once, on first use."""
@@ -126,7 +211,7 @@ class Engine:
 
         def run() -> None:
             try:
-                if want_tokens:
+                if want_tokens or sampling.constrained or sampling.seeded:
                     self._generate_tokens(tokens, sampling, put, stop_flag)
                     return
                 finish = "stop"
@@ -190,15 +275,8 @@ class Engine:
         sent = 0
         pending = ""
         finish = "length"
-        generator = llm.generate(
-            prompt,
-            top_k=SAMPLER_TOP_K,
-            top_p=sampling.top_p,
-            min_p=SAMPLER_MIN_P,
-            typical_p=1.0,
-            temp=sampling.temperature,
-            repeat_penalty=1.0,
-        )
+        details: list[TokenLogprob] = []
+        generator = self._tokens(prompt, sampling)
         try:
             for token in generator:
                 row = self._logits(-1)
@@ -209,20 +287,79 @@ class Engine:
                 if llama_cpp.llama_vocab_is_eog(llm._model.vocab, token):
                     finish = "stop"
                     break
+                if sampling.logprobs:
+                    details.append(self._token_logprob(row, token, sampling.top_logprobs))
                 pending += text.feed(self.piece(token))
                 if text.stopped:
                     finish = "stop"
                     break
                 if len(ids) >= sampling.max_tokens or stop_flag.is_set():
                     break
-                put(Piece(pending, token_ids=tuple(ids[sent:]), logprobs=tuple(logprobs[sent:])))
-                pending, sent = "", len(ids)
+                new = tuple(ids[sent:])
+                put(Piece(pending, token_ids=new, logprobs=tuple(logprobs[sent:]), details=tuple(details)))
+                pending, sent, details = "", len(ids), []
         finally:
             generator.close()
         pending += text.finish()
         if pending or sent < len(ids):
-            put(Piece(pending, token_ids=tuple(ids[sent:]), logprobs=tuple(logprobs[sent:])))
+            put(Piece(pending, token_ids=tuple(ids[sent:]), logprobs=tuple(logprobs[sent:]), details=tuple(details)))
         put(Piece("", finish, len(prompt), len(ids)))
+
+    def _tokens(self, prompt: list[int], sampling: Sampling) -> Generator[int, Any, None]:
+        """The sampled tokens, one at a time, each while the logits it was sampled from are the last row.
+        Plain requests use llama-cpp-python's own loop (what a verifier replays); a request that steers the sampler
+        gets the same chain with its logit biases, penalties and grammar in front (llama.cpp's samplers; the
+        library's Python `logits_processor` hook is marked broken in its own source)."""
+        llm = self.llm
+        if not sampling.steers:
+            return llm.generate(
+                prompt,
+                top_k=SAMPLER_TOP_K,
+                top_p=sampling.top_p,
+                min_p=SAMPLER_MIN_P,
+                typical_p=1.0,
+                temp=sampling.temperature,
+                repeat_penalty=1.0,
+            )
+        return self._steered_tokens(prompt, sampling)
+
+    def _steered_tokens(self, prompt: list[int], sampling: Sampling) -> Generator[int, Any, None]:
+        llm = self.llm
+        sampler = LlamaSampler()  # type: ignore[no-untyped-call]  # llama-cpp-python has no type hints here
+        try:
+            if sampling.logit_bias:
+                sampler.add_logit_bias(self.n_vocab, dict(sampling.logit_bias))
+            if sampling.presence_penalty or sampling.frequency_penalty:
+                # The window is the whole answer: OpenAI's penalties count every token generated so far (and only
+                # those: the prompt's tokens are never accepted into the chain).
+                sampler.add_penalties(
+                    self.n_vocab, sampling.max_tokens, 1.0, sampling.frequency_penalty, sampling.presence_penalty
+                )
+            if sampling.grammar:
+                sampler.add_grammar(llm._model, LlamaGrammar.from_string(sampling.grammar, verbose=False))
+            if sampling.temperature == 0.0:
+                sampler.add_greedy()  # type: ignore[no-untyped-call]
+            else:
+                sampler.add_top_k(SAMPLER_TOP_K)
+                sampler.add_typical(1.0, 1)
+                sampler.add_top_p(sampling.top_p, 1)
+                sampler.add_min_p(SAMPLER_MIN_P, 1)
+                sampler.add_temp(sampling.temperature)
+                sampler.add_dist(llm._seed)
+            llm.eval(prompt)
+            while True:
+                token = sampler.sample(llm._ctx, -1)  # applies the chain and accepts the token (grammar advances)
+                yield token
+                llm.eval([token])
+        finally:
+            sampler.close()  # type: ignore[no-untyped-call]
+
+    def _token_logprob(self, row: Logits, token: int, top: int) -> TokenLogprob:
+        stats = token_stats(row, token, max(top, 1), want_top=top > 0)
+        alternatives = tuple(
+            (i, self.piece(i), lp) for i, lp in zip(stats.top_ids[:top], stats.top_logprobs[:top], strict=True)
+        )
+        return TokenLogprob(token, self.piece(token), stats.logprob, alternatives)
 
     def piece(self, token: int) -> bytes:
         """A token's text bytes, as detokenize concatenates them (control tokens have none)."""

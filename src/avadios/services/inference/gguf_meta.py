@@ -6,32 +6,12 @@ import mmap
 import struct
 from pathlib import Path
 
+import gguf
+
 MAGIC = b"GGUF"
 # value type -> struct format of one item; 8 (string) and 9 (array) are handled apart
 _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
 STRING, ARRAY = 8, 9
-# llama.cpp's `general.file_type` values for the quantizations people actually ship
-FILE_TYPES = {
-    0: "F32",
-    1: "F16",
-    2: "Q4_0",
-    3: "Q4_1",
-    7: "Q8_0",
-    8: "Q5_0",
-    9: "Q5_1",
-    10: "Q2_K",
-    11: "Q3_K_S",
-    12: "Q3_K_M",
-    13: "Q3_K_L",
-    14: "Q4_K_S",
-    15: "Q4_K_M",
-    16: "Q5_K_S",
-    17: "Q5_K_M",
-    18: "Q6_K",
-    32: "BF16",
-}
-
-
 class GGUFError(ValueError):
     pass
 
@@ -83,5 +63,52 @@ def read_metadata(path: Path) -> dict[str, object]:
 
 
 def quantization(meta: dict[str, object]) -> str:
+    """`general.file_type` by llama.cpp's own name for it (the gguf package's enum): "Q4_K_M", "IQ4_XS", "F32"."""
     file_type = meta.get("general.file_type")
-    return FILE_TYPES.get(file_type, f"type-{file_type}") if isinstance(file_type, int) else ""
+    if not isinstance(file_type, int):
+        return ""
+    try:
+        name = gguf.LlamaFileType(file_type).name
+    except ValueError:  # newer than the installed gguf package knows
+        return f"type-{file_type}"
+    return name.removeprefix("MOSTLY_").removeprefix("ALL_")
+
+
+def trained_context(meta: dict[str, object]) -> int:
+    arch = meta.get("general.architecture")
+    value = meta.get(f"{arch}.context_length")
+    return value if isinstance(value, int) and value > 0 else 0
+
+
+def kv_bytes_per_token(meta: dict[str, object]) -> int:
+    """What one position of context costs in llama.cpp's f16 KV cache (keys and values, every layer); 0 = unknown."""
+    arch = meta.get("general.architecture")
+
+    def number(key: str) -> int:
+        value = meta.get(f"{arch}.{key}")
+        return value if isinstance(value, int) else 0
+
+    layers, width, heads = number("block_count"), number("embedding_length"), number("attention.head_count")
+    kv_heads = number("attention.head_count_kv") or heads
+    head_dim = width // heads if heads else 0
+    key_length = number("attention.key_length") or head_dim
+    value_length = number("attention.value_length") or head_dim
+    return layers * kv_heads * (key_length + value_length) * 2
+
+
+# The KV cache may take at most this share of the memory available when the model loads: replicas and the rest of
+# the node (and the machine's other work) need the remainder.
+KV_MEMORY_SHARE = 0.25
+MIN_CONTEXT = 256
+
+
+def serving_context(meta: dict[str, object], configured_max: int, available_bytes: int) -> int:
+    """The context a model is loaded with: its trained context, at most `configured_max` (0 = no cap) and at most
+    what a KV cache in KV_MEMORY_SHARE of the available memory holds; never below MIN_CONTEXT."""
+    context = trained_context(meta) or configured_max or 2048
+    if configured_max:
+        context = min(context, configured_max)
+    per_token = kv_bytes_per_token(meta)
+    if per_token:
+        context = min(context, int(available_bytes * KV_MEMORY_SHARE) // per_token)
+    return max(MIN_CONTEXT, context)

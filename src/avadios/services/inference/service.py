@@ -5,33 +5,64 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import psutil
+
 from avadios.errors import Busy, InvalidArgument, NotFound, Unavailable
 from avadios.models import ModelFile, default_model_path, discover_models
 from avadios.runtime import ServiceContext
+from avadios.sampling_features import network_refusal
 from avadios.services.inference.chat_format import GGUF_TEMPLATE, QA_FORMAT, Message
-from avadios.services.inference.engine import SAMPLER_MIN_P, SAMPLER_TOP_K, Engine, Sampling
-from avadios.services.inference.gguf_meta import quantization, read_metadata
+from avadios.services.inference.engine import SAMPLER_MIN_P, SAMPLER_TOP_K, Engine, Sampling, TokenLogprob
+from avadios.services.inference.gguf_meta import quantization, read_metadata, serving_context, trained_context
 from avadios.transport import ServerContext
 from avadios.v1 import common_pb2, inference_pb2, inference_pb2_grpc
 
 log = logging.getLogger("avadios.inference")
 Status = common_pb2.HealthReply.Status
+MAX_TOP_LOGPROBS = 20
+MAX_LOGIT_BIAS = 300  # OpenAI's own limit on logit_bias entries
+MAX_EMBED_INPUTS = 256
+
+
+def json_schema_grammar(schema_text: str) -> str:
+    """The llama.cpp grammar (GBNF) that admits exactly the JSON documents of `schema_text`."""
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    try:
+        schema = json.loads(schema_text)
+    except json.JSONDecodeError as exc:
+        raise InvalidArgument(f"response_format: the JSON schema is not valid JSON: {exc}") from None
+    if not isinstance(schema, dict):
+        raise InvalidArgument("response_format: the JSON schema must be a JSON object")
+    try:
+        return str(json_schema_to_gbnf(json.dumps(schema)))
+    except Exception as exc:  # the converter raises plain exceptions for what it does not support
+        raise InvalidArgument(f"response_format: this JSON schema cannot be enforced by a grammar: {exc}") from None
+
+
+def logprob_message(token: TokenLogprob) -> inference_pb2.TokenLogprob:
+    return inference_pb2.TokenLogprob(
+        id=token.id,
+        piece=token.piece,
+        logprob=token.logprob,
+        top=[inference_pb2.TokenLogprob(id=i, piece=p, logprob=lp) for i, p, lp in token.top],
+    )
 
 
 def read_model_info(model: ModelFile) -> inference_pb2.ModelInfo:
     """Metadata straight from the GGUF header; no weights are read."""
     meta = read_metadata(model.path)
     arch = str(meta.get("general.architecture") or "")
-    context = meta.get(f"{arch}.context_length")
     return inference_pb2.ModelInfo(
         name=model.name,
         path=str(model.path),
         size_bytes=model.path.stat().st_size,
-        context_length=context if isinstance(context, int) else 0,
+        context_length=trained_context(meta),
         architecture=arch,
         is_default=model.is_default,
         chat_format=GGUF_TEMPLATE if meta.get("tokenizer.chat_template") else QA_FORMAT,
@@ -78,7 +109,7 @@ class InferenceRoom(inference_pb2_grpc.InferenceServicer):
             self._default_path = path
             self._refresh_models()
             log.info("loading model", extra={"path": str(path)})
-            self._engine = await Engine.load(path, self.config.context_length, self.config.inference_threads)
+            self._engine = await self._load(path)
             log.info(
                 "model loaded",
                 extra={
@@ -136,6 +167,8 @@ class InferenceRoom(inference_pb2_grpc.InferenceServicer):
     ) -> AsyncIterator[inference_pb2.GenerateChunk]:
         sampling = self._sampling(request.sampling)
         want_tokens = request.want_tokens
+        if want_tokens and network_refusal(request.sampling):  # a network answer must be re-scorable
+            raise InvalidArgument(network_refusal(request.sampling))
         async with self._admission():
             engine = await self._engine_for(request.model)
             tokens, stop = self._prompt(engine, request)
@@ -144,9 +177,9 @@ class InferenceRoom(inference_pb2_grpc.InferenceServicer):
                     f"prompt of {len(tokens)} tokens plus max_tokens {sampling.max_tokens} exceeds the "
                     f"model's context of {engine.context_length} tokens"
                 )
-            sampling = Sampling(
-                sampling.max_tokens, sampling.temperature, sampling.top_p, sampling.seed, sampling.stop + stop
-            )
+            if any(t >= engine.n_vocab for t, _ in sampling.logit_bias):
+                raise InvalidArgument(f"logit_bias: token ids must be below the vocabulary size {engine.n_vocab}")
+            sampling = sampling.with_stop(stop)
             model = engine.path.stem
             model_hash = await asyncio.to_thread(engine.model_hash) if want_tokens else b""
             async for piece in engine.generate(tokens, sampling, want_tokens):
@@ -165,8 +198,47 @@ class InferenceRoom(inference_pb2_grpc.InferenceServicer):
                     yield inference_pb2.GenerateChunk(
                         text=piece.text, token_ids=piece.token_ids, logprobs=piece.logprobs
                     )
+                elif sampling.logprobs:
+                    yield inference_pb2.GenerateChunk(
+                        text=piece.text, token_logprobs=[logprob_message(t) for t in piece.details]
+                    )
                 else:
                     yield inference_pb2.GenerateChunk(text=piece.text)
+
+    async def Embed(self, request: inference_pb2.EmbedRequest, context: ServerContext) -> inference_pb2.EmbedReply:
+        inputs = list(request.inputs)
+        if not inputs or len(inputs) > MAX_EMBED_INPUTS:
+            raise InvalidArgument(f"input must hold 1 to {MAX_EMBED_INPUTS} texts")
+        if any(not text for text in inputs):
+            raise InvalidArgument("input must not contain empty strings")
+        async with self._admission():
+            engine = await self._engine_for(request.model)
+            vectors, count = await engine.embed(inputs)
+            self._served += 1
+        return inference_pb2.EmbedReply(
+            model=engine.path.stem,
+            embeddings=[inference_pb2.Embedding(values=v) for v in vectors],
+            prompt_tokens=count,
+        )
+
+    async def Tokenize(
+        self, request: inference_pb2.TokenizeRequest, context: ServerContext
+    ) -> inference_pb2.TokenizeReply:
+        async with self._admission():
+            engine = await self._engine_for(request.model)
+        tokens = engine.tokenize(request.content, request.add_special)
+        pieces = [engine.token_text(t) for t in tokens] if request.with_pieces else []
+        return inference_pb2.TokenizeReply(model=engine.path.stem, tokens=tokens, pieces=pieces)
+
+    async def Detokenize(
+        self, request: inference_pb2.DetokenizeRequest, context: ServerContext
+    ) -> inference_pb2.DetokenizeReply:
+        async with self._admission():
+            engine = await self._engine_for(request.model)
+        tokens = list(request.tokens)
+        if any(t >= engine.n_vocab for t in tokens):
+            raise InvalidArgument(f"tokens must be below the model's vocabulary size {engine.n_vocab}")
+        return inference_pb2.DetokenizeReply(model=engine.path.stem, content=engine.detokenize(tokens))
 
     async def Score(self, request: inference_pb2.ScoreRequest, context: ServerContext) -> inference_pb2.ScoreReply:
         candidate = list(request.token_ids)
@@ -238,7 +310,28 @@ class InferenceRoom(inference_pb2_grpc.InferenceServicer):
         if not 0.0 <= params.top_p <= 1.0:
             raise InvalidArgument(f"top_p {params.top_p:g} is outside 0..1")
         seed = params.seed if params.HasField("seed") else None
-        return Sampling(max_tokens, params.temperature, params.top_p or 1.0, seed, tuple(params.stop))
+        for name in ("presence_penalty", "frequency_penalty"):
+            if not -2.0 <= getattr(params, name) <= 2.0:
+                raise InvalidArgument(f"{name} {getattr(params, name):g} is outside -2..2")
+        if len(params.logit_bias) > MAX_LOGIT_BIAS:
+            raise InvalidArgument(f"logit_bias holds at most {MAX_LOGIT_BIAS} tokens")
+        if any(not -100.0 <= bias <= 100.0 for bias in params.logit_bias.values()):
+            raise InvalidArgument("logit_bias values must be within -100..100")
+        if params.top_logprobs > MAX_TOP_LOGPROBS:
+            raise InvalidArgument(f"top_logprobs must be 0..{MAX_TOP_LOGPROBS}")
+        return Sampling(
+            max_tokens,
+            params.temperature,
+            params.top_p or 1.0,
+            seed,
+            tuple(params.stop),
+            presence_penalty=params.presence_penalty,
+            frequency_penalty=params.frequency_penalty,
+            logit_bias=tuple(sorted(params.logit_bias.items())),
+            grammar=json_schema_grammar(params.json_schema) if params.json_schema else "",
+            logprobs=params.logprobs or params.top_logprobs > 0,
+            top_logprobs=params.top_logprobs,
+        )
 
     def _prompt(
         self, engine: Engine, request: inference_pb2.GenerateRequest | inference_pb2.ScoreRequest
@@ -248,6 +341,12 @@ class InferenceRoom(inference_pb2_grpc.InferenceServicer):
         if not request.prompt:
             raise InvalidArgument("prompt is empty")
         return engine.tokenize_prompt(request.prompt), ()
+
+    async def _load(self, path: Path) -> Engine:
+        """Load a GGUF with the context it was trained for, capped by `context_length` and by memory."""
+        meta = await asyncio.to_thread(read_metadata, path)
+        context = serving_context(meta, self.config.context_length, psutil.virtual_memory().available)
+        return await Engine.load(path, context, self.config.inference_threads)
 
     async def _engine_for(self, name: str) -> Engine:
         """The engine for `name`, swapping the model in memory if another one is loaded (one per replica)."""
@@ -262,8 +361,8 @@ class InferenceRoom(inference_pb2_grpc.InferenceServicer):
         old, self._engine = self._engine, None
         old.close()
         try:
-            self._engine = await Engine.load(model.path, self.config.context_length, self.config.inference_threads)
+            self._engine = await self._load(model.path)
         except Exception as exc:
-            self._engine = await Engine.load(old.path, self.config.context_length, self.config.inference_threads)
+            self._engine = await self._load(old.path)
             raise Unavailable(f"cannot load model {name!r}: {exc}") from exc
         return self._engine

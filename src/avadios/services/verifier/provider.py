@@ -13,6 +13,7 @@ import grpc
 from avadios.errors import AvadiosError, InvalidArgument
 from avadios.identity import Identity
 from avadios.ledger.client import why_not_serve
+from avadios.sampling_features import network_refusal
 from avadios.services.verifier import pricing
 from avadios.services.verifier.errors import Refused
 from avadios.services.verifier.fault import Fault
@@ -45,6 +46,8 @@ def check_offer(offer: jobs_pb2.JobOffer, max_tokens_limit: int) -> None:
         raise InvalidArgument(f"max_tokens must be 1..{max_tokens_limit}")
     if not offer.request.HasField("chat") and not offer.request.prompt:
         raise InvalidArgument("the offer carries no prompt")
+    if refusal := network_refusal(offer.request.sampling):
+        raise InvalidArgument(refusal)
 
 
 class Provider:

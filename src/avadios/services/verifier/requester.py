@@ -38,6 +38,7 @@ from avadios.identity import Identity, node_id_for
 from avadios.ledger.client import BlockResult, WalletClient, refund_from_ms
 from avadios.ledger.errors import InsufficientFunds
 from avadios.peering import PeerDoorClient
+from avadios.sampling_features import network_refusal
 from avadios.services.verifier import pricing
 from avadios.services.verifier.book import JobBook
 from avadios.services.verifier.errors import Refused
@@ -189,6 +190,8 @@ class Requester:
         request.CopyFrom(job.request)
         if not request.model:
             raise InvalidArgument("a network request names its model")
+        if refusal := network_refusal(request.sampling):
+            raise InvalidArgument(refusal)
         request.sampling.max_tokens = request.sampling.max_tokens or self.config.default_max_tokens
         job_id = request.request_id = uuid.uuid4().hex
         replicas = job.replicas or self.config.network_replicas

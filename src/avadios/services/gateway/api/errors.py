@@ -30,6 +30,7 @@ _CODES = {
     413: "request_too_large",
     429: "busy",
     500: "internal_error",
+    501: "not_implemented",
     503: "service_unavailable",
     504: "timeout",
 }
@@ -42,6 +43,7 @@ class ApiError:
     status: int
     message: str
     code: str | None
+    param: str | None = None  # the request field at fault, where one is (OpenAI names it too)
 
     @property
     def type(self) -> str:
@@ -54,7 +56,7 @@ class ApiError:
         return "invalid_request_error" if self.status < 500 else "server_error"
 
     def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.type, "param": None, "code": self.code}}
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
 class BodyTooLarge(HTTPException):
@@ -71,21 +73,30 @@ def describe(exc: Exception) -> ApiError:
         status = http_status_of(exc)
         return ApiError(status, exc.message, exc.reason or _CODES.get(status) or exc.code.name.lower())
     if isinstance(exc, RequestValidationError):
-        return ApiError(400, _validation_message(exc), _CODES[400])
+        message, param = _validation_message(exc)
+        return ApiError(400, message, _CODES[400], param)
     if isinstance(exc, HTTPException):  # unknown routes, wrong methods, bodies over the limit
         return ApiError(exc.status_code, str(exc.detail), _CODES.get(exc.status_code))
     return ApiError(500, f"internal error: {type(exc).__name__}", _CODES[500])
 
 
-def _validation_message(exc: RequestValidationError) -> str:
+def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
+    """What is wrong with a request, and the field at fault (None when the body as a whole is)."""
     first = exc.errors()[0]
     loc = tuple(first.get("loc", ()))
     if first.get("type") == "json_invalid":
-        return f"request body is not valid JSON: {first.get('ctx', {}).get('error', first.get('msg'))}"
+        return f"request body is not valid JSON: {first.get('ctx', {}).get('error', first.get('msg'))}", None
     if loc == ("body",) and isinstance(first.get("input"), bytes | str):
-        return "request body must be a JSON object sent with 'Content-Type: application/json'"
+        return "request body must be a JSON object sent with 'Content-Type: application/json'", None
     where = ".".join(str(p) for p in (loc[1:] if loc[:1] in (("body",), ("query",), ("path",)) else loc))
-    return f"invalid '{where or 'body'}': {first.get('msg', 'invalid value')}"
+    if first.get("type") == "extra_forbidden":
+        return (
+            f"'{where}' is not supported by this node, so the request is refused rather than answered without it "
+            "(docs/openai-compatibility.md lists every field)",
+            where,
+        )
+    message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    return f"invalid '{where or 'body'}': {message}", where or None
 
 
 def error_response(error: ApiError, headers: dict[str, str] | None = None) -> JSONResponse:

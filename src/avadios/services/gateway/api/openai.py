@@ -11,7 +11,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol
 
 from fastapi import APIRouter, Request, Response
@@ -30,11 +30,14 @@ from avadios.services.gateway.api.openai_schema import (
     VoiceModelDetailsOut,
     chat_chunk,
     chat_completion,
+    chat_logprobs,
     text_completion,
+    text_logprobs,
     usage_dict,
 )
+from avadios.services.gateway.api.tools import read_answer
 from avadios.services.gateway.metrics import Metrics
-from avadios.services.gateway.pipeline import CachePolicy, Pipeline
+from avadios.services.gateway.pipeline import CachePolicy, Completed, Pipeline
 from avadios.v1 import inference_pb2, jobs_pb2, voice_pb2
 from avadios.v1.voice_nats import VoiceClient
 
@@ -52,37 +55,91 @@ class Shape(Protocol):
 
     id_prefix: str
 
-    def whole(self, request_id: str, model: str, text: str, finish_reason: str, usage: dict[str, int]) -> Any: ...
+    def whole(self, request_id: str, model: str, done: Completed, usage: dict[str, int]) -> Any: ...
 
     def opening(self, request_id: str, model: str, created: int) -> list[dict[str, Any]]: ...
 
-    def event(self, request_id: str, model: str, created: int, text: str, finish_reason: str | None) -> Any: ...
+    def events(self, request_id: str, model: str, created: int, chunk: inference_pb2.GenerateChunk) -> list[Any]: ...
+
+    def closing(self, request_id: str, model: str, created: int, finish_reason: str) -> list[Any]: ...
 
 
 class ChatShape:
+    """Chat answers. With tools offered, the constrained answer is read back as a tool call (or content) once it is
+    complete, so a streamed one arrives whole in its last events."""
+
     id_prefix = "chatcmpl-"
 
-    def whole(self, request_id: str, model: str, text: str, finish_reason: str, usage: dict[str, int]) -> Any:
-        return chat_completion(request_id, model, text, finish_reason, usage)
+    def __init__(self, logprobs: bool = False, tools: bool = False) -> None:
+        self.logprobs = logprobs
+        self.tools = tools
+        self._held: list[str] = []
+
+    def _logprobs(self, tokens: Sequence[inference_pb2.TokenLogprob]) -> dict[str, Any] | None:
+        return chat_logprobs(tokens) if self.logprobs else None
+
+    def whole(self, request_id: str, model: str, done: Completed, usage: dict[str, int]) -> Any:
+        text: str | None = done.text
+        finish, calls = done.last.finish_reason, None
+        if self.tools:
+            answer = read_answer(done.text)
+            text, calls = answer.content, answer.tool_calls()
+            finish = "tool_calls" if calls else finish
+        return chat_completion(request_id, model, text, finish, usage, self._logprobs(done.logprobs), calls)
 
     def opening(self, request_id: str, model: str, created: int) -> list[dict[str, Any]]:
         return [chat_chunk(request_id, model, created, {"role": "assistant", "content": ""}, None)]
 
-    def event(self, request_id: str, model: str, created: int, text: str, finish_reason: str | None) -> Any:
-        return chat_chunk(request_id, model, created, {"content": text} if text else {}, finish_reason)
+    def events(self, request_id: str, model: str, created: int, chunk: inference_pb2.GenerateChunk) -> list[Any]:
+        if self.tools:
+            self._held.append(chunk.text)
+            return []
+        if not chunk.text and not (self.logprobs and chunk.token_logprobs):
+            return []
+        logprobs = self._logprobs(chunk.token_logprobs)
+        return [chat_chunk(request_id, model, created, {"content": chunk.text}, None, logprobs)]
+
+    def closing(self, request_id: str, model: str, created: int, finish_reason: str) -> list[Any]:
+        if not self.tools:
+            return [chat_chunk(request_id, model, created, {}, finish_reason)]
+        answer = read_answer("".join(self._held))
+        calls = answer.tool_calls()
+        if calls:
+            delta: dict[str, Any] = {"tool_calls": [{"index": 0, **call} for call in calls]}
+            finish_reason = "tool_calls"
+        else:
+            delta = {"content": answer.content}
+        return [
+            chat_chunk(request_id, model, created, delta, None),
+            chat_chunk(request_id, model, created, {}, finish_reason),
+        ]
 
 
 class TextShape:
     id_prefix = "cmpl-"
 
-    def whole(self, request_id: str, model: str, text: str, finish_reason: str, usage: dict[str, int]) -> Any:
-        return text_completion(request_id, model, text, finish_reason, usage)
+    def __init__(self, logprobs: bool = False) -> None:
+        self.logprobs = logprobs
+        self._offset = 0  # text_offset of the next token in a streamed answer
+
+    def whole(self, request_id: str, model: str, done: Completed, usage: dict[str, int]) -> Any:
+        logprobs = text_logprobs(done.logprobs) if self.logprobs else None
+        return text_completion(request_id, model, done.text, done.last.finish_reason, usage, logprobs=logprobs)
 
     def opening(self, request_id: str, model: str, created: int) -> list[dict[str, Any]]:
         return []
 
-    def event(self, request_id: str, model: str, created: int, text: str, finish_reason: str | None) -> Any:
-        return text_completion(request_id, model, text, finish_reason, None, created)
+    def events(self, request_id: str, model: str, created: int, chunk: inference_pb2.GenerateChunk) -> list[Any]:
+        if not chunk.text and not (self.logprobs and chunk.token_logprobs):
+            return []
+        logprobs = None
+        if self.logprobs:
+            logprobs = text_logprobs(chunk.token_logprobs, self._offset)
+            self._offset += sum(len(t) for t in logprobs["tokens"])
+        return [text_completion(request_id, model, chunk.text, None, None, created, logprobs)]
+
+    def closing(self, request_id: str, model: str, created: int, finish_reason: str) -> list[Any]:
+        return [text_completion(request_id, model, "", finish_reason, None, created)]
 
 
 def _sse(data: dict[str, Any] | str) -> bytes:
@@ -149,9 +206,7 @@ def openai_router(pipeline: Pipeline, metrics: Metrics, voice: VoiceClient) -> A
         if not body.stream:
             done = await answer.collect()
             usage = finish(done.last)
-            return JSONResponse(
-                shape.whole(request_id, model, done.text, done.last.finish_reason, usage), headers=headers
-            )
+            return JSONResponse(shape.whole(request_id, model, done, usage), headers=headers)
 
         async def events() -> AsyncIterator[bytes]:
             created, first = int(time.time()), True
@@ -159,17 +214,18 @@ def openai_router(pipeline: Pipeline, metrics: Metrics, voice: VoiceClient) -> A
                 for event in shape.opening(request_id, model, created):
                     yield _sse(event)
                 async for chunk in answer.chunks:
-                    if chunk.text:
-                        if first:
-                            metrics.first_token.labels(tier).observe(time.perf_counter() - started)
-                            first = False
-                        yield _sse(shape.event(request_id, model, created, chunk.text, None))
+                    if chunk.text and first:
+                        metrics.first_token.labels(tier).observe(time.perf_counter() - started)
+                        first = False
+                    for event in shape.events(request_id, model, created, chunk):
+                        yield _sse(event)
                     if chunk.finish_reason:
                         usage = finish(chunk)
-                        yield _sse(shape.event(request_id, model, created, "", chunk.finish_reason))
+                        closing = shape.closing(request_id, model, created, chunk.finish_reason)
+                        for event in closing:
+                            yield _sse(event)
                         if body.include_usage:
-                            tail = shape.event(request_id, model, created, "", None)
-                            yield _sse({**tail, "choices": [], "usage": usage})
+                            yield _sse({**closing[-1], "choices": [], "usage": usage})
                 yield _sse("[DONE]")
             except Exception as exc:  # the headers are gone: the failure travels in the stream, as OpenAI does
                 if not isinstance(exc, AvadiosError):
@@ -189,7 +245,8 @@ def openai_router(pipeline: Pipeline, metrics: Metrics, voice: VoiceClient) -> A
         summary="Chat completion (OpenAI-compatible)",
     )
     async def chat_completions(request: Request, body: ChatCompletionRequest) -> Response:
-        return await generate(request, body, ChatShape(), CHAT_ROUTE)
+        shape = ChatShape(logprobs=body.logprobs, tools=bool(body.offered_tools()))
+        return await generate(request, body, shape, CHAT_ROUTE)
 
     @router.post(
         COMPLETIONS_ROUTE,
@@ -198,7 +255,7 @@ def openai_router(pipeline: Pipeline, metrics: Metrics, voice: VoiceClient) -> A
         summary="Text completion of a raw prompt (OpenAI-compatible)",
     )
     async def completions(request: Request, body: CompletionRequest) -> Response:
-        return await generate(request, body, TextShape(), COMPLETIONS_ROUTE)
+        return await generate(request, body, TextShape(logprobs=body.logprobs is not None), COMPLETIONS_ROUTE)
 
     @router.get(MODELS_ROUTE, summary="The models this node serves: text, then transcription and speech")
     async def models() -> ModelListOut:
