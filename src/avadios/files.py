@@ -19,6 +19,9 @@ from avadios.v1 import storage_pb2
 from avadios.v1.storage_nats import StorageClient
 
 SEGMENT_TIMEOUT_S = 120.0
+# A get is one server stream whose deadline covers the whole file, so it is long; a stalled read still fails
+# quickly, since the service's every call to a hoster has its own short deadline.
+STREAM_TIMEOUT_S = 24 * 3600.0
 IN_FLIGHT = 3  # PutSegment calls on the wire at once (the service takes up to 4): reading overlaps storing
 Progress = Callable[[int], None]  # called with the bytes just done
 
@@ -70,7 +73,7 @@ async def get_to_path(
     client: StorageClient, cap: str, target: Path | None, progress: Progress | None = None
 ) -> tuple[Path, int]:
     """Write the file to `target` (None: its own name in the current directory); (path, bytes)."""
-    chunks = client.GetFile(storage_pb2.GetFileRequest(cap=cap), timeout=SEGMENT_TIMEOUT_S)
+    chunks = client.GetFile(storage_pb2.GetFileRequest(cap=cap), timeout=STREAM_TIMEOUT_S)
     header = await anext(chunks)
     path = target if target is not None else Path(os.path.basename(header.name) or "file")
     if path.is_dir():

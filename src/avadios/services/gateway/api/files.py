@@ -128,7 +128,7 @@ def files_router(storage: StorageClient) -> APIRouter:
 
     @router.get("/api/files/{cap}", summary="The file's bytes", response_class=StreamingResponse)
     async def download(cap: str) -> StreamingResponse:
-        chunks = storage.GetFile(storage_pb2.GetFileRequest(cap=cap), timeout=files.SEGMENT_TIMEOUT_S)
+        chunks = storage.GetFile(storage_pb2.GetFileRequest(cap=cap), timeout=files.STREAM_TIMEOUT_S)
         header = await anext(chunks)  # errors (bad cap, hosters missing) surface here, as JSON
 
         async def body() -> AsyncIterator[bytes]:
