@@ -148,7 +148,9 @@ async def test_openapi_shows_a_request_body_schema_for_every_post(client: httpx.
     posts = {path: ops["post"] for path, ops in spec["paths"].items() if "post" in ops}
     assert {"/v1/chat/completions", "/v1/completions", "/api/wallet/send", "/api/peers"} <= set(posts)
     for path, op in posts.items():
-        schema = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
+        # a file upload is a multipart form (its `file` part and options); every other body is JSON
+        media = "multipart/form-data" if path == "/api/files" else "application/json"
+        schema = op.get("requestBody", {}).get("content", {}).get(media, {}).get("schema")
         assert schema and "$ref" in schema, f"POST {path} has no request body schema"
     chat = posts["/v1/chat/completions"]["responses"]["200"]["content"]
     assert "text/event-stream" in chat and "$ref" in chat["application/json"]["schema"]
@@ -159,3 +161,14 @@ def test_the_documented_response_models_match_what_the_builders_send() -> None:
     ChatCompletionOut.model_validate(chat_completion("chatcmpl-1", "m", "hi", "stop", usage))
     TextCompletionOut.model_validate(text_completion("cmpl-1", "m", "hi", "length", usage))
     TextCompletionOut.model_validate(text_completion("cmpl-1", "m", "hi", None, None, 5))
+
+
+async def test_a_file_upload_has_its_own_body_limit_and_other_routes_keep_theirs(tmp_path: Path) -> None:
+    app = build_app(fake_gateway(tmp_path, FakeInference(), FakeCache()))
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)  # no storage service runs behind it here
+    async with httpx.AsyncClient(transport=transport, base_url="http://node") as client:
+        big = b"x" * (2 << 20)  # over the 1 MiB limit of every other body
+        upload = await client.post("/api/files", files={"file": ("big.bin", big)})
+        assert upload.status_code == 500  # past the body limit, into the route (which has no NATS here)
+        refused = await client.post("/api/peers", content=big, headers={"content-type": "application/json"})
+        assert_error(refused, 413, "request_too_large")
