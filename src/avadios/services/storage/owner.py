@@ -103,7 +103,7 @@ class Owner:
         n: int,
         segment_size: int,
         repair_threshold: int,
-        on_audit: Callable[[str, bool], Awaitable[None]] | None = None,
+        on_verdicts: Callable[[list[tuple[str, bool, str]]], Awaitable[None]] | None = None,
         payer: Payer | None = None,
         term_s: float = 7 * 24 * 3600.0,
         settle_after_s: float = 0.0,
@@ -118,7 +118,7 @@ class Owner:
         self.repair_threshold = repair_threshold or n
         self.uploads: dict[str, Upload] = {}
         self.counters = OwnerCounters()
-        self.on_audit = on_audit
+        self.on_verdicts = on_verdicts
         self._sem = asyncio.Semaphore(PARALLEL_CALLS)
 
     # ---- put --------------------------------------------------------------------------------------------------
@@ -379,14 +379,21 @@ class Owner:
                 if term.node_id == hoster:
                     term.audits += 1
                     term.audits_passed += int(ok)
-            if self.on_audit is not None:
-                await self.on_audit(hoster, ok)
 
         await asyncio.gather(*(audit_one(i, j) for i in range(len(record.segments)) for j in range(file_layout.n)))
         per_segment = [len(healthy.get(i, [])) for i in range(len(record.segments))]
         before = checker.file_health(per_segment, file_layout.k, file_layout.n)
         reply = storage_pb2.CheckFileReply(health=before.value, healthy_per_segment=per_segment)
         reply.hosters.extend(sorted(audits.values(), key=lambda a: a.node_id))
+        if self.on_verdicts is not None:
+            # A hoster that answered but lost or changed bytes loses reliability (as a lying provider does); one
+            # that did not answer is left to discovery's pings, which judge liveness.
+            verdicts = [(a.node_id, a.failed == 0, a.error if a.failed else "") for a in audits.values()
+                        if a.passed or a.failed]  # fmt: skip
+            try:
+                await self.on_verdicts(verdicts)
+            except AvadiosError as exc:
+                log.info("could not record audit verdicts: %s", exc.message)
         if repair:
             bad = {a.node_id for a in audits.values() if a.passed < a.shards}
             unreachable = {a.node_id for a in audits.values() if a.unreachable}

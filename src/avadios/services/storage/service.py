@@ -122,13 +122,26 @@ class StorageRoom(storage_pb2_grpc.StorageServicer):
             DiscoveryClient(channel),
             config.storage_price_per_gib_month,
         )
+        self.discovery = DiscoveryClient(channel)
         self.owner = Owner(
             FileIndex(config.home / "storage" / "files"), self.hosters, config.storage_k, config.storage_n,
             DEFAULT_SEGMENT_SIZE, config.storage_repair_threshold,
             payer=WalletPayer(WalletClient(ledger_stub(channel, 30.0), node_wallet(config.home, me.signing_key))),
-            term_s=config.storage_term_s, settle_after_s=config.storage_settle_after_s,
+            term_s=config.storage_term_s, settle_after_s=config.storage_settle_after_s, on_verdicts=self._verdicts,
         )  # fmt: skip
         self._tasks: list[asyncio.Task[None]] = []
+
+    async def _verdicts(self, verdicts: list[tuple[str, bool, str]]) -> None:
+        """Audit outcomes go to discovery's reliability book, as Proof of Inference verdicts do."""
+        request = discovery_pb2.RecordVerdictsRequest(
+            verdicts=[
+                discovery_pb2.Verdict(node_id=node, accepted=ok, reason=f"storage audit: {why}" if why else "")
+                for node, ok, why in verdicts
+                if node != self.node_id
+            ]
+        )
+        if request.verdicts:
+            await self.discovery.RecordVerdicts(request, timeout=10.0)
 
     @classmethod
     async def create(cls, ctx: ServiceContext) -> StorageRoom:
