@@ -122,6 +122,7 @@ async def test_a_check_repairs_lost_shards_and_pays_exactly_the_audits_passed(
     assert h1 not in payments.paid  # it passed none of its audits this term: unpaid
     assert all(payments.paid[p] == payments.held[p] for p in payments.paid)  # the others passed all of theirs
     assert sum(payments.paid.values()) == reply.paid_micro
+    assert owner.list()[0].held_micro == sum(payments.held.values()) > 0  # the next term is held at once
 
 
 async def test_remove_deletes_every_shard_and_forgets_the_file(setup: tuple[Owner, MemoryHosters, Payments]) -> None:

@@ -29,6 +29,7 @@ from avadios.v1 import storage_pb2
 log = logging.getLogger("avadios.storage")
 CHALLENGES_PER_SHARD = 4
 PARALLEL_CALLS = 16  # shards on the wire at once
+REFUND_SKEW_S = 120.0  # past the ledger's clock skew allowance after a hold's expiry
 PIPELINE = 4  # PutSegment calls of one upload that may be in flight at once
 UPLOAD_IDLE_S = 600.0  # an upload idle this long is aborted and its shards deleted
 
@@ -236,11 +237,13 @@ class Owner:
         record.hold_block = await self.payer.hold(root, {t.payee: t.price_micro for t in terms}, self.term_s)
         record.held_micro = sum(t.price_micro for t in terms)
         record.settle_after_unix = int(time.time() + self.settle_after_s)
+        record.hold_expires_unix = int(time.time() + self.term_s)
         del record.terms[:]
         record.terms.extend(terms)
 
-    async def _settle_term(self, record: storage_pb2.OwnedFile, force: bool = False) -> int:
-        """Pay each hoster its price × its audits passed this term, once the term is due; what was paid."""
+    async def _settle_term(self, record: storage_pb2.OwnedFile, renew: bool = True, force: bool = False) -> int:
+        """Once the term is due, pay each hoster its price × its audits passed this term (the rest comes back) and,
+        with `renew`, hold the next term; what was paid."""
         if self.payer is None or not record.hold_block or (not force and time.time() < record.settle_after_unix):
             return 0
         due = payment.payouts(
@@ -248,11 +251,23 @@ class Owner:
             {t.payee: (t.audits_passed, t.audits) for t in record.terms},
         )
         paid = {p.payee: p.amount for p in due if p.amount > 0}
-        if not paid:
-            return 0  # paying no one is a refund, which the ledger allows only after the hold expires
+        if not paid and time.time() < record.hold_expires_unix + REFUND_SKEW_S:
+            return 0  # paying no one is a refund, which the ledger allows only once the hold expired
         await self.payer.settle(record.hold_block, paid, {p.payee: p.failed_all for p in due if p.amount == 0})
         record.paid_micro += sum(paid.values())
-        record.hold_block = b""
+        record.hold_block, record.held_micro = b"", 0
+        if renew and record.terms:
+            try:
+                root = parse_read_cap(record.cap).root
+                prices = {t.payee: t.price_micro for t in record.terms}
+                record.hold_block = await self.payer.hold(root, prices, self.term_s)
+                record.held_micro = sum(prices.values())
+                record.settle_after_unix = int(time.time() + self.settle_after_s)
+                record.hold_expires_unix = int(time.time() + self.term_s)
+                for term in record.terms:
+                    term.audits = term.audits_passed = 0
+            except AvadiosError as exc:  # too little AUTOM, say: the file stays, its hosters go unpaid
+                log.warning("could not hold the next storage term: %s", exc.message)
         return sum(paid.values())
 
     async def abort(self, upload_id: str) -> int:
@@ -498,7 +513,7 @@ class Owner:
                   for j, h in enumerate(s.hosters)]  # fmt: skip
         deleted = await self._delete_all(placed)
         try:
-            await self._settle_term(record, force=True)  # the hosters are paid for the audits they passed so far
+            await self._settle_term(record, renew=False, force=True)  # hosters are paid the audits passed so far
         except AvadiosError as exc:
             log.warning("settling a removed file's term failed: %s", exc.message)
         self.index.remove(cap.file_id)
