@@ -130,3 +130,22 @@ async def test_remove_deletes_every_shard_and_forgets_the_file(setup: tuple[Owne
     cap = await put(owner, os.urandom(SEGMENT + 1))
     assert await owner.remove(cap) == 8
     assert all(not s for s in hosters.shards.values()) and owner.list() == []
+
+
+async def test_the_shards_of_an_upload_a_crash_left_unfinished_are_deleted_at_the_next_start(
+    setup: tuple[Owner, MemoryHosters, Payments], tmp_path: Path
+) -> None:
+    owner, hosters, _ = setup
+    upload = await owner.begin("big.bin", 2, 4, False)
+    for index in range(3):
+        await owner.put_segment(upload.upload_id, index, os.urandom(SEGMENT))
+    assert sum(len(s) for s in hosters.shards.values()) == 12
+    # the service dies here; a new one over the same home finds the journal and deletes what was placed
+    restarted = Owner(FileIndex(tmp_path), hosters, 2, 4, SEGMENT, 0)
+    hosters.down = {"h0"}
+    left_on_h0 = len(hosters.shards["h0"])
+    assert await restarted.clean_orphans() == 12 - left_on_h0  # h0 does not answer: its shards wait
+    hosters.down = set()
+    assert await restarted.clean_orphans() == left_on_h0
+    assert sum(len(s) for s in hosters.shards.values()) == 0 and restarted.list() == []
+    assert await restarted.clean_orphans() == 0  # the journal is gone

@@ -13,6 +13,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from avadios.errors import AvadiosError, InvalidArgument, NotFound
@@ -110,6 +111,10 @@ class Owner:
         settle_after_s: float = 0.0,
     ) -> None:
         self.payer = payer
+        # One journal per open upload: every shard it placed, so shards of an upload the service never finished
+        # (it crashed or was killed) are found and deleted at the next start.
+        self.journals = index.root.parent / "uploads"
+        self.journals.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.term_s = term_s
         self.settle_after_s = settle_after_s
         self.index = index
@@ -134,7 +139,31 @@ class Owner:
             raise NotFound("no hoster with free space is known (this node's quota is full and no peer offers storage)")
         upload = Upload(secrets.token_hex(16), name, local_only, writer, ranked)
         self.uploads[upload.upload_id] = upload
+        self._journal(upload.upload_id).touch(mode=0o600)
         return upload
+
+    def _journal(self, upload_id: str) -> Path:
+        return self.journals / f"{upload_id}.log"
+
+    async def clean_orphans(self) -> int:
+        """Delete the shards of uploads that no running upload owns (left by a crash); how many were deleted."""
+        deleted = 0
+        for path in sorted(self.journals.glob("*.log")):
+            if path.stem in self.uploads:
+                continue
+            placed = []
+            for line in path.read_text().splitlines():
+                hoster, _, address = line.partition(" ")
+                with contextlib.suppress(ValueError):
+                    placed.append((hoster, bytes.fromhex(address)))
+            left = await self._delete_each(placed)
+            deleted += len(placed) - len(left)
+            if not left:
+                path.unlink()
+            else:  # a hoster that does not answer now: the next try deletes the rest
+                path.write_text("".join(f"{h} {a.hex()}\n" for h, a in left))
+                log.info("an unfinished upload's shards are not all deleted yet", extra={"left": len(left)})
+        return deleted
 
     def _upload(self, upload_id: str) -> Upload:
         upload = self.uploads.get(upload_id)
@@ -180,9 +209,13 @@ class Owner:
                 async with self._sem:
                     await self.hosters.store(hoster, address, shard)
                 if upload.aborted:  # a segment still on the wire when its upload was aborted: undo it too
-                    await self._delete_all([(hoster, address)])
+                    for h, a in await self._delete_each([(hoster, address)]):
+                        with self._journal(upload.upload_id).open("a") as journal:
+                            journal.write(f"{h} {a.hex()}\n")
                     return hoster
                 upload.placed.append((hoster, address))
+                with self._journal(upload.upload_id).open("a") as journal:
+                    journal.write(f"{hoster} {address.hex()}\n")
                 return hoster
             except AvadiosError as exc:
                 log.info("a hoster did not take a shard", extra={"hoster": hoster, "reason": exc.message})
@@ -208,6 +241,7 @@ class Owner:
                 await self._hold_term(record, file_layout, upload.ranked, cap.root)
             self.index.save(cap.file_id, record, file_layout)
             del self.uploads[upload_id]
+            self._journal(upload_id).unlink(missing_ok=True)
             self.counters.files_put += 1
             self.counters.bytes_put += file_layout.file_size
             return record, file_layout
@@ -278,7 +312,13 @@ class Owner:
         async with upload.turn:  # segments still being stored finish first (each deletes what it stores now)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(upload.turn.wait_for(lambda: upload.busy == 0), 120.0)
-        return await self._delete_all(upload.placed)
+        left = await self._delete_each(upload.placed)
+        journal = self._journal(upload_id)
+        if left:  # the journal keeps what a hoster away now still holds: clean_orphans deletes it later
+            journal.write_text("".join(f"{h} {a.hex()}\n" for h, a in left))
+        else:
+            journal.unlink(missing_ok=True)
+        return len(upload.placed) - len(left)
 
     async def abort_idle(self) -> None:
         now = time.monotonic()
@@ -286,6 +326,11 @@ class Owner:
             await self.abort(upload_id)
 
     async def _delete_all(self, placed: Sequence[tuple[str, bytes]]) -> int:
+        return len(placed) - len(await self._delete_each(placed))
+
+    async def _delete_each(self, placed: Sequence[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+        """Delete shards from their hosters; the ones that could not be deleted now."""
+
         async def one(hoster: str, address: bytes) -> bool:
             try:
                 async with self._sem:
@@ -294,7 +339,8 @@ class Owner:
             except AvadiosError:
                 return False
 
-        return sum(await asyncio.gather(*(one(h, a) for h, a in placed)))
+        done = await asyncio.gather(*(one(h, a) for h, a in placed))
+        return [item for item, ok in zip(placed, done, strict=True) if not ok]
 
     # ---- get --------------------------------------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ log = logging.getLogger("avadios.storage")
 UNPAID = ledger_pb2.LedgerUnpaidReason
 PEER_TIMEOUT_S = 15.0
 CHORES_EVERY_S = 30.0
+FIRST_CHORES_S = 5.0
 
 
 class PeerHosters:
@@ -165,10 +166,13 @@ class StorageRoom(storage_pb2_grpc.StorageServicer):
         """Abort idle uploads (their shards are deleted) and audit (and repair) owned files on schedule."""
         interval = self.ctx.config.storage_audit_interval_s
         last_audit = asyncio.get_running_loop().time()
+        delay = FIRST_CHORES_S  # soon after start: shards of uploads a crash left unfinished are deleted
         while True:
-            await asyncio.sleep(min(CHORES_EVERY_S, interval) if interval else CHORES_EVERY_S)
+            await asyncio.sleep(delay)
+            delay = min(CHORES_EVERY_S, interval) if interval else CHORES_EVERY_S
             try:
                 await self.owner.abort_idle()
+                await self.owner.clean_orphans()
                 now = asyncio.get_running_loop().time()
                 if interval and now - last_audit >= interval:
                     last_audit = now
