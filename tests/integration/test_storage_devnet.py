@@ -136,6 +136,15 @@ def counter(node: devnet.DevnetNode, name: str) -> float:
     return float(lines[0].rsplit(" ", 1)[1]) if lines else -1.0
 
 
+def test_another_node_holding_the_read_cap_reads_the_file_through_its_owner(net: Net, stored: dict[str, Any]) -> None:
+    reader = net.node(3)
+    got = api(reader, "GET", f"/api/files/{stored['cap']}")
+    assert got.status_code == 200 and got.content == CONTENT
+    assert api(reader, "GET", "/api/files").json()["files"] == []  # it read the file; it does not own it
+    wrong = api(reader, "GET", f"/api/files/{stored['cap'][:-4]}aaaa")
+    assert wrong.status_code == 400 and wrong.json()["error"]["code"] == "bad_capability"
+
+
 def wallet(node: devnet.DevnetNode) -> dict[str, int]:
     body = api(node, "GET", "/api/wallet").json()
     return {k: int(body[k]) for k in ("spendable", "held", "pending")}

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from avadios.errors import Unavailable
-from avadios.services.storage import placement
-from avadios.services.storage.errors import SegmentsMissing, ShardNotFound
+from avadios.services.storage import layout, placement
+from avadios.services.storage.errors import BadCapability, SegmentsMissing, ShardNotFound
 from avadios.services.storage.index import FileIndex
+from avadios.services.storage.layout import FileLayout
 from avadios.services.storage.owner import Owner
 
 SEGMENT = 4096
@@ -76,7 +77,7 @@ async def put(owner: Owner, data: bytes) -> str:
 
 
 async def read(owner: Owner, cap: str) -> bytes:
-    record, reader = owner.open(cap)
+    record, reader = await owner.open(cap)
     return b"".join([chunk async for chunk in owner.read(record, reader)])
 
 
@@ -149,3 +150,23 @@ async def test_the_shards_of_an_upload_a_crash_left_unfinished_are_deleted_at_th
     assert await restarted.clean_orphans() == left_on_h0
     assert sum(len(s) for s in hosters.shards.values()) == 0 and restarted.list() == []
     assert await restarted.clean_orphans() == 0  # the journal is gone
+
+
+async def test_a_reader_on_another_node_finds_the_file_through_its_owner_and_needs_the_key(
+    setup: tuple[Owner, MemoryHosters, Payments], tmp_path: Path
+) -> None:
+    owner, hosters, _ = setup
+    data = os.urandom(2 * SEGMENT + 9)
+    cap = await put(owner, data)
+
+    async def ask_the_owner(root: bytes) -> tuple[FileLayout, list[list[str]]]:
+        location = owner.location(root)  # what the owner's node answers a FileLocate through the door
+        assert b"f.bin" not in location.SerializeToString()  # no name in clear, and no key
+        return layout.decode(location.layout, root), [list(s.hosters) for s in location.segments]
+
+    reader_node = Owner(FileIndex(tmp_path / "elsewhere"), hosters, 2, 4, SEGMENT, 0, locate=ask_the_owner)
+    assert await read(reader_node, cap) == data
+    assert reader_node.list() == []  # it reads the file; it does not own it
+    wrong_key = cap[:-4] + ("aaaa" if not cap.endswith("aaaa") else "bbbb")
+    with pytest.raises(BadCapability):
+        await reader_node.open(wrong_key)

@@ -22,7 +22,7 @@ from avadios.services.storage.capability import ReadCap, VerifyCap, parse_any_ca
 from avadios.services.storage.checker import Health
 from avadios.services.storage.codec import Codec
 from avadios.services.storage.core import FileReader, FileWriter, shard_hash
-from avadios.services.storage.errors import SegmentsMissing, ShardCorrupted
+from avadios.services.storage.errors import FileNotFound, SegmentsMissing, ShardCorrupted
 from avadios.services.storage.index import FileIndex
 from avadios.services.storage.layout import FileLayout
 from avadios.v1 import storage_pb2
@@ -107,10 +107,12 @@ class Owner:
         repair_threshold: int,
         on_verdicts: Callable[[list[tuple[str, bool, str]]], Awaitable[None]] | None = None,
         payer: Payer | None = None,
+        locate: Callable[[bytes], Awaitable[tuple[FileLayout, list[list[str]]]]] | None = None,
         term_s: float = 7 * 24 * 3600.0,
         settle_after_s: float = 0.0,
     ) -> None:
         self.payer = payer
+        self.locate = locate
         # One journal per open upload: every shard it placed, so shards of an upload the service never finished
         # (it crashed or was killed) are found and deleted at the next start.
         self.journals = index.root.parent / "uploads"
@@ -344,10 +346,30 @@ class Owner:
 
     # ---- get --------------------------------------------------------------------------------------------------
 
-    def open(self, cap_text: str) -> tuple[storage_pb2.OwnedFile, FileReader]:
+    async def open(self, cap_text: str) -> tuple[storage_pb2.OwnedFile, FileReader]:
+        """The file's record and a reader: this node's own record, else its owner's answer to a locate (a layout
+        checked against the cap's root and a placement map), for a reader elsewhere who holds the read-cap."""
         cap = parse_read_cap(cap_text)
-        record, file_layout = self.index.load(cap.file_id)
+        try:
+            record, file_layout = self.index.load(cap.file_id)
+        except FileNotFound:
+            if self.locate is None:
+                raise
+            file_layout, placements = await self.locate(cap.root)
+            record = storage_pb2.OwnedFile(segments=[storage_pb2.SegmentPlacement(hosters=h) for h in placements])
+            if len(record.segments) != file_layout.segment_count or any(
+                len(s.hosters) != file_layout.n for s in record.segments
+            ):
+                raise FileNotFound("the file's owner sent a placement map that does not fit its layout") from None
         return record, FileReader(file_layout, cap)  # a wrong key fails here, before any byte is read
+
+    def location(self, root: bytes) -> storage_pb2.FileLocation:
+        """Where this node's file `root` lives, for a reader on another node (no key, no name in clear)."""
+        record, file_layout = self.index.load(root.hex())
+        return storage_pb2.FileLocation(
+            layout=file_layout.encode(),
+            segments=[storage_pb2.SegmentHosters(hosters=s.hosters) for s in record.segments],
+        )
 
     async def read(self, record: storage_pb2.OwnedFile, reader: FileReader) -> AsyncIterator[bytes]:
         """Each segment's plaintext, in order. Before the first byte, every hoster is probed; if some segment

@@ -15,10 +15,12 @@ from avadios.ledger.client import WalletClient, ledger_stub
 from avadios.ledger.wallet import node_wallet
 from avadios.peering import PeerDoorClient
 from avadios.runtime import ServiceContext
-from avadios.services.storage import placement
+from avadios.services.storage import layout, placement
 from avadios.services.storage.core import DEFAULT_SEGMENT_SIZE
+from avadios.services.storage.errors import FileNotFound
 from avadios.services.storage.hoster import ShardStore
 from avadios.services.storage.index import FileIndex
+from avadios.services.storage.layout import FileLayout
 from avadios.services.storage.owner import Owner
 from avadios.transport import NatsChannel, ServerContext
 from avadios.v1 import common_pb2, discovery_pb2, ledger_pb2, storage_pb2, storage_pb2_grpc
@@ -27,6 +29,7 @@ from avadios.v1.discovery_nats import DiscoveryClient
 log = logging.getLogger("avadios.storage")
 UNPAID = ledger_pb2.LedgerUnpaidReason
 PEER_TIMEOUT_S = 15.0
+LOCATE_TIMEOUT_S = 5.0
 CHORES_EVERY_S = 30.0
 FIRST_CHORES_S = 5.0
 
@@ -129,8 +132,34 @@ class StorageRoom(storage_pb2_grpc.StorageServicer):
             DEFAULT_SEGMENT_SIZE, config.storage_repair_threshold,
             payer=WalletPayer(WalletClient(ledger_stub(channel, 30.0), node_wallet(config.home, me.signing_key))),
             term_s=config.storage_term_s, settle_after_s=config.storage_settle_after_s, on_verdicts=self._verdicts,
+            locate=self._locate,
         )  # fmt: skip
         self._tasks: list[asyncio.Task[None]] = []
+
+    async def _locate(self, root: bytes) -> tuple[FileLayout, list[list[str]]]:
+        """Ask every peer for the file's location; the first answer whose layout hashes to `root` is used."""
+        door = self.hosters.door
+        peers = await door.peers()
+
+        async def ask(peer: str) -> storage_pb2.FileLocation | None:
+            try:
+                return await door.send(peer, storage_pb2.FileLocate(root=root), storage_pb2.FileLocation,
+                                       timeout=LOCATE_TIMEOUT_S)  # fmt: skip
+            except AvadiosError:
+                return None
+
+        for answer in asyncio.as_completed([ask(p) for p in peers]):
+            location = await answer
+            if location is None:
+                continue
+            try:
+                file_layout = layout.decode(location.layout, root)
+            except AvadiosError:
+                continue  # not this file's layout: a peer that lies is ignored
+            return file_layout, [list(s.hosters) for s in location.segments]
+        raise FileNotFound(
+            f"no node among {len(peers)} peers knows file {root.hex()[:16]}…: its owner's node may be offline"
+        )
 
     async def _verdicts(self, verdicts: list[tuple[str, bool, str]]) -> None:
         """Audit outcomes go to discovery's reliability book, as Proof of Inference verdicts do."""
@@ -235,7 +264,7 @@ class StorageRoom(storage_pb2_grpc.StorageServicer):
     async def GetFile(
         self, request: storage_pb2.GetFileRequest, context: ServerContext
     ) -> AsyncIterator[storage_pb2.FileChunk]:
-        record, reader = self.owner.open(request.cap)
+        record, reader = await self.owner.open(request.cap)
         chunks = self.owner.read(record, reader)
         first = await anext(chunks)  # hosters probed, segment 0 checked: only now does the reply start
         yield storage_pb2.FileChunk(name=reader.name, size=reader.layout.file_size,
@@ -291,6 +320,12 @@ class StorageRoom(storage_pb2_grpc.StorageServicer):
     ) -> storage_pb2.DeleteShardReply:
         deleted = await asyncio.to_thread(self.store.delete, request.hash, _peer(context))
         return storage_pb2.DeleteShardReply(deleted=deleted)
+
+    async def LocateFile(self, request: storage_pb2.FileLocate, context: ServerContext) -> storage_pb2.FileLocation:
+        _peer(context)
+        if len(request.root) != 32:
+            raise InvalidArgument("a file's root is a 32-byte BLAKE3 hash")
+        return self.owner.location(request.root)
 
     async def Health(self, request: common_pb2.HealthRequest, context: ServerContext) -> common_pb2.HealthReply:
         return self.health()
