@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import IO, Protocol
 
 from avadios.errors import AvadiosError, InvalidArgument, NotFound
 from avadios.services.storage import checker, payment, placement, repairer
@@ -71,6 +71,7 @@ class Upload:
     # segments may be on the wire at once (a client keeps a few PutSegment calls in flight).
     turn: asyncio.Condition = field(default_factory=asyncio.Condition)
     aborted: bool = False
+    journal: IO[str] | None = None  # kept open while the upload runs: one line per shard placed
     busy: int = 0  # PutSegment calls running now: an abort waits for them, so it can delete what they stored
 
     def segments(self) -> list[storage_pb2.SegmentPlacement]:
@@ -141,7 +142,9 @@ class Owner:
             raise NotFound("no hoster with free space is known (this node's quota is full and no peer offers storage)")
         upload = Upload(secrets.token_hex(16), name, local_only, writer, ranked)
         self.uploads[upload.upload_id] = upload
-        self._journal(upload.upload_id).touch(mode=0o600)
+        path = self._journal(upload.upload_id)
+        path.touch(mode=0o600)
+        upload.journal = path.open("a")
         return upload
 
     def _journal(self, upload_id: str) -> Path:
@@ -216,8 +219,9 @@ class Owner:
                             journal.write(f"{h} {a.hex()}\n")
                     return hoster
                 upload.placed.append((hoster, address))
-                with self._journal(upload.upload_id).open("a") as journal:
-                    journal.write(f"{hoster} {address.hex()}\n")
+                if upload.journal is not None:
+                    upload.journal.write(f"{hoster} {address.hex()}\n")
+                    upload.journal.flush()
                 return hoster
             except AvadiosError as exc:
                 log.info("a hoster did not take a shard", extra={"hoster": hoster, "reason": exc.message})
@@ -243,6 +247,8 @@ class Owner:
                 await self._hold_term(record, file_layout, upload.ranked, cap.root)
             self.index.save(cap.file_id, record, file_layout)
             del self.uploads[upload_id]
+            if upload.journal is not None:
+                upload.journal.close()
             self._journal(upload_id).unlink(missing_ok=True)
             self.counters.files_put += 1
             self.counters.bytes_put += file_layout.file_size
@@ -314,6 +320,9 @@ class Owner:
         async with upload.turn:  # segments still being stored finish first (each deletes what it stores now)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(upload.turn.wait_for(lambda: upload.busy == 0), 120.0)
+        if upload.journal is not None:
+            upload.journal.close()
+            upload.journal = None
         left = await self._delete_each(upload.placed)
         journal = self._journal(upload_id)
         if left:  # the journal keeps what a hoster away now still holds: clean_orphans deletes it later
