@@ -77,8 +77,7 @@ async def put(owner: Owner, data: bytes) -> str:
 
 
 async def read(owner: Owner, cap: str) -> bytes:
-    record, reader = await owner.open(cap)
-    return b"".join([chunk async for chunk in owner.read(record, reader)])
+    return b"".join([chunk async for chunk in owner.read(cap)])
 
 
 @pytest.fixture

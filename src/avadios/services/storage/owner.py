@@ -32,7 +32,10 @@ CHALLENGES_PER_SHARD = 4
 PARALLEL_CALLS = 16  # shards on the wire at once
 REFUND_SKEW_S = 120.0  # past the ledger's clock skew allowance after a hold's expiry
 PIPELINE = 4  # PutSegment calls of one upload that may be in flight at once
-UPLOAD_IDLE_S = 600.0  # an upload idle this long is aborted and its shards deleted
+UPLOAD_IDLE_S = 600.0
+READ_IDLE_S = (
+    600.0  # a read session idle this long is forgotten  # an upload idle this long is aborted and its shards deleted
+)
 
 
 class Payer(Protocol):
@@ -76,6 +79,14 @@ class Upload:
 
     def segments(self) -> list[storage_pb2.SegmentPlacement]:
         return [self.placements[i] for i in range(len(self.placements))]
+
+
+@dataclass(slots=True)
+class ReadSession:
+    record: storage_pb2.OwnedFile
+    reader: FileReader
+    down: set[str]  # hosters that did not answer the probe: tried last
+    touched: float = field(default_factory=time.monotonic)
 
 
 @dataclass(slots=True)
@@ -126,6 +137,7 @@ class Owner:
         self.segment_size = segment_size
         self.repair_threshold = repair_threshold or n
         self.uploads: dict[str, Upload] = {}
+        self.reads: dict[str, ReadSession] = {}
         self.counters = OwnerCounters()
         self.on_verdicts = on_verdicts
         self._sem = asyncio.Semaphore(PARALLEL_CALLS)
@@ -380,18 +392,41 @@ class Owner:
             segments=[storage_pb2.SegmentHosters(hosters=s.hosters) for s in record.segments],
         )
 
-    async def read(self, record: storage_pb2.OwnedFile, reader: FileReader) -> AsyncIterator[bytes]:
-        """Each segment's plaintext, in order. Before the first byte, every hoster is probed; if some segment
+    async def open_read(self, cap_text: str) -> tuple[str, FileReader]:
+        """A read session: the file opened (a wrong key fails here) and every hoster probed; if some segment
         cannot be rebuilt, SegmentsMissing names the segments and hosters, and nothing was read."""
+        record, reader = await self.open(cap_text)
         down = await self._unreachable(record, reader.layout)
         missing = [i for i, s in enumerate(record.segments) if sum(h not in down for h in s.hosters) < reader.layout.k]
         if missing:
             raise SegmentsMissing(missing, [h for i in missing for h in record.segments[i].hosters if h in down],
                                   reader.layout.k)  # fmt: skip
-        for index, seg in enumerate(record.segments):
-            shards = await self._fetch_segment(reader, index, seg, down)
-            yield await asyncio.to_thread(reader.segment, index, shards)
-        self.counters.files_read += 1
+        now = time.monotonic()
+        for stale in [r for r, session in self.reads.items() if now - session.touched > READ_IDLE_S]:
+            del self.reads[stale]
+        read_id = secrets.token_hex(16)
+        self.reads[read_id] = ReadSession(record, reader, down)
+        return read_id, reader
+
+    async def read_segment(self, read_id: str, index: int) -> bytes:
+        session = self.reads.get(read_id)
+        if session is None:
+            raise NotFound(f"no read {read_id!r} (idle for over {READ_IDLE_S:.0f} s, or never opened)")
+        if not 0 <= index < len(session.record.segments):
+            raise InvalidArgument(f"the file has {len(session.record.segments)} segments; there is no {index}")
+        session.touched = time.monotonic()
+        shards = await self._fetch_segment(session.reader, index, session.record.segments[index], session.down)
+        data = await asyncio.to_thread(session.reader.segment, index, shards)
+        if index == len(session.record.segments) - 1:
+            self.counters.files_read += 1
+        return data
+
+    async def read(self, cap_text: str) -> AsyncIterator[bytes]:
+        """Every segment's plaintext, in order (for callers in this process)."""
+        read_id, reader = await self.open_read(cap_text)
+        for index in range(reader.layout.segment_count):
+            yield await self.read_segment(read_id, index)
+        self.reads.pop(read_id, None)
 
     async def _unreachable(self, record: storage_pb2.OwnedFile, file_layout: FileLayout) -> set[str]:
         """Hosters that do not answer a tiny audit of one of their shards (whose answer is not checked here)."""

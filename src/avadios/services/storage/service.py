@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
 
 from avadios import identity
 from avadios.errors import AvadiosError, InvalidArgument
@@ -261,19 +260,17 @@ class StorageRoom(storage_pb2_grpc.StorageServicer):
     async def AbortPut(self, request: storage_pb2.AbortPutRequest, context: ServerContext) -> storage_pb2.AbortPutReply:
         return storage_pb2.AbortPutReply(shards_deleted=await self.owner.abort(request.upload_id))
 
-    async def GetFile(
-        self, request: storage_pb2.GetFileRequest, context: ServerContext
-    ) -> AsyncIterator[storage_pb2.FileChunk]:
-        record, reader = await self.owner.open(request.cap)
-        chunks = self.owner.read(record, reader)
-        first = await anext(chunks)  # hosters probed, segment 0 checked: only now does the reply start
-        yield storage_pb2.FileChunk(name=reader.name, size=reader.layout.file_size,
-                                    segments=reader.layout.segment_count)  # fmt: skip
-        yield storage_pb2.FileChunk(data=first, index=0)
-        index = 1
-        async for data in chunks:
-            yield storage_pb2.FileChunk(data=data, index=index)
-            index += 1
+    async def OpenRead(self, request: storage_pb2.GetFileRequest, context: ServerContext) -> storage_pb2.ReadInfo:
+        read_id, reader = await self.owner.open_read(request.cap)
+        return storage_pb2.ReadInfo(
+            read_id=read_id, name=reader.name, size=reader.layout.file_size, segments=reader.layout.segment_count
+        )
+
+    async def ReadSegment(
+        self, request: storage_pb2.ReadSegmentRequest, context: ServerContext
+    ) -> storage_pb2.FileChunk:
+        data = await self.owner.read_segment(request.read_id, request.index)
+        return storage_pb2.FileChunk(data=data, index=request.index)
 
     async def ListFiles(
         self, request: storage_pb2.ListFilesRequest, context: ServerContext
