@@ -1,9 +1,10 @@
 """Putting and getting files through the node's storage service, for the CLI and the gateway alike.
 
 A put streams: the source is read one segment at a time (the size the service asks for), with at most a few
-segments on the wire at once, so a file of any size needs a few segments of memory. An upload that fails part way is
-aborted, so its shards are deleted and no file record points at them. A get writes to a temporary file
-beside the target and renames it only when every segment checked out: an error leaves no partial plaintext.
+segments on the wire at once, so a file of any size needs a few segments of memory. An upload that fails part way
+is aborted, so its shards are deleted and no file record points at them. A get pulls the segments (a few ahead)
+and writes them to a temporary file beside the target, renamed only once every segment checked out: an error
+leaves no partial plaintext.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Callable
+from collections import deque
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -66,26 +68,48 @@ async def put_stream(
         raise
 
 
+async def read_segments(client: StorageClient, cap: str) -> tuple[storage_pb2.ReadInfo, AsyncIterator[bytes]]:
+    """Open a read (errors such as a bad cap or missing hosters come here, before any byte) and the file's
+    segments in order, a few requested ahead: each is pulled, so a slow reader slows the reads, never loses one."""
+    info = await client.OpenRead(storage_pb2.GetFileRequest(cap=cap), timeout=SEGMENT_TIMEOUT_S)
+
+    async def segments() -> AsyncIterator[bytes]:
+        ahead: deque[asyncio.Task[storage_pb2.FileChunk]] = deque()
+        try:
+            for index in range(info.segments):
+                request = storage_pb2.ReadSegmentRequest(read_id=info.read_id, index=index)
+                ahead.append(asyncio.create_task(client.ReadSegment(request, timeout=SEGMENT_TIMEOUT_S)))
+                if len(ahead) >= IN_FLIGHT:
+                    yield (await ahead.popleft()).data
+            while ahead:
+                yield (await ahead.popleft()).data
+        finally:
+            for task in ahead:
+                task.cancel()
+            await asyncio.gather(*ahead, return_exceptions=True)
+
+    return info, segments()
+
+
 async def get_to_path(
     client: StorageClient, cap: str, target: Path | None, progress: Progress | None = None
 ) -> tuple[Path, int]:
     """Write the file to `target` (None: its own name in the current directory); (path, bytes)."""
-    chunks = client.GetFile(storage_pb2.GetFileRequest(cap=cap), timeout=SEGMENT_TIMEOUT_S)
-    header = await anext(chunks)
-    path = target if target is not None else Path(os.path.basename(header.name) or "file")
+    info, segments = await read_segments(client, cap)
+    path = target if target is not None else Path(os.path.basename(info.name) or "file")
     if path.is_dir():
-        path = path / (os.path.basename(header.name) or "file")
+        path = path / (os.path.basename(info.name) or "file")
     tmp = path.with_name(f".{path.name}.part")
     written = 0
     try:
         with tmp.open("wb") as out:
-            async for chunk in chunks:
-                out.write(chunk.data)
-                written += len(chunk.data)
+            async for data in segments:
+                out.write(data)
+                written += len(data)
                 if progress is not None:
-                    progress(len(chunk.data))
-        if written != header.size:
-            raise OSError(f"the file ended after {written} of {header.size} bytes")
+                    progress(len(data))
+        if written != info.size:
+            raise OSError(f"the file ended after {written} of {info.size} bytes")
         tmp.replace(path)
     finally:
         with contextlib.suppress(FileNotFoundError):

@@ -50,6 +50,7 @@ PEER_METHODS: dict[str, PeerMethod] = _registry(
     PeerMethod("storage", _STORAGE["FetchShard"]),
     PeerMethod("storage", _STORAGE["AuditShard"]),
     PeerMethod("storage", _STORAGE["DeleteShard"]),
+    PeerMethod("storage", _STORAGE["LocateFile"]),
 )
 
 

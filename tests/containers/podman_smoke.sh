@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs compose.yaml for real under podman + runc, without a Docker engine: builds the image (from a local
 # debootstrap base when there is none), makes the wallet in the home volume, brings the stack up (NATS,
-# cache, ledger, inference, discovery, verifier, voice, gateway), waits for health and runs every container's
+# cache, ledger, inference, storage, discovery, verifier, voice, gateway), waits for health and runs every container's
 # healthcheck, checks the keys in the home volume, sends a chat completion through the OpenAI API with the
 # API key from that volume, reads the wallet (funded by the solo genesis) and the peers through the API,
 # reaches the node from this host as a peer would (a signed P2P Hello over the published TCP port, a DHT

@@ -136,6 +136,15 @@ def counter(node: devnet.DevnetNode, name: str) -> float:
     return float(lines[0].rsplit(" ", 1)[1]) if lines else -1.0
 
 
+def test_another_node_holding_the_read_cap_reads_the_file_through_its_owner(net: Net, stored: dict[str, Any]) -> None:
+    reader = net.node(3)
+    got = api(reader, "GET", f"/api/files/{stored['cap']}")
+    assert got.status_code == 200 and got.content == CONTENT
+    assert api(reader, "GET", "/api/files").json()["files"] == []  # it read the file; it does not own it
+    wrong = api(reader, "GET", f"/api/files/{stored['cap'][:-4]}aaaa")
+    assert wrong.status_code == 400 and wrong.json()["error"]["code"] == "bad_capability"
+
+
 def wallet(node: devnet.DevnetNode) -> dict[str, int]:
     body = api(node, "GET", "/api/wallet").json()
     return {k: int(body[k]) for k in ("spendable", "held", "pending")}
@@ -219,12 +228,17 @@ def test_with_n_minus_k_hosters_dead_the_file_reads_back_and_with_more_the_error
 
 def test_a_hoster_that_deleted_its_shards_fails_its_audit(net: Net, stored: dict[str, Any]) -> None:
     hoster = net.node(3)
+    before = {p["node_id"]: p for p in api(net.node(1), "GET", "/api/peers").json()["peers"]}[hoster.node_id]
     for path in shard_dir(hoster).rglob("*.shard"):
         path.unlink()
     health = api(net.node(1), "GET", f"/api/files/{stored['cap']}/health").json()
     entry = next(h for h in health["hosters"] if h["node_id"] == hoster.node_id)
     assert entry["failed"] == entry["shards"] >= 1 and entry["passed"] == 0
     assert "holds no shard" in entry["error"]
+    # and it loses reliability on the owner's node, so placement ranks it last from now on
+    peers = {p["node_id"]: p for p in api(net.node(1), "GET", "/api/peers").json()["peers"]}
+    assert "storage audit" in peers[hoster.node_id]["last_rejection"]
+    assert peers[hoster.node_id]["reliability"] <= before["reliability"] / 2
 
 
 def test_a_hoster_over_its_quota_refuses_a_shard_politely_through_the_door(net: Net) -> None:

@@ -158,7 +158,7 @@ async def test_openapi_shows_a_request_body_schema_for_every_post(client: httpx.
     assert {"/v1/chat/completions", "/v1/completions", "/api/wallet/send", "/api/peers"} <= set(posts)
     for path, op in posts.items():
         content = op.get("requestBody", {}).get("content", {})
-        # an upload (POST /v1/audio/transcriptions) is a multipart form, as OpenAI's is
+        # an upload (POST /v1/audio/transcriptions, POST /api/files) is a multipart form, as OpenAI's is
         schema = (content.get("application/json") or content.get("multipart/form-data") or {}).get("schema")
         assert schema and "$ref" in schema, f"POST {path} has no request body schema"
     chat = posts["/v1/chat/completions"]["responses"]["200"]["content"]
@@ -230,3 +230,14 @@ async def test_a_write_from_another_site_is_refused_and_the_node_answers_only_it
         assert (await client.post("/v1/completions", json=body)).status_code == 200  # scripts send no Origin
         by_name = await client.post("/v1/completions", json=body, headers={"Host": "localhost:8740"})
         assert by_name.status_code == 200
+
+
+async def test_a_file_upload_has_its_own_body_limit_and_other_routes_keep_theirs(tmp_path: Path) -> None:
+    app = build_app(fake_gateway(tmp_path, FakeInference(), FakeCache()))
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)  # no storage service runs behind it here
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8740") as client:
+        big = b"x" * (2 << 20)  # over the 1 MiB limit of every other body
+        upload = await client.post("/api/files", files={"file": ("big.bin", big)})
+        assert upload.status_code == 500  # past the body limit, into the route (which has no NATS here)
+        refused = await client.post("/api/peers", content=big, headers={"content-type": "application/json"})
+        assert_error(refused, 413, "request_too_large")

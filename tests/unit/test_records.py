@@ -144,3 +144,14 @@ def test_a_new_namespace_plugs_in_with_one_validator(monkeypatch) -> None:
     assert validate_record(record).owner_id == me.node_id
     with pytest.raises(RecordRefused, match="a receipt says ok"):
         validate_record(sign_record(me, "receipt/43", b"no", seq=1, ttl_s=60))
+
+
+def test_a_profile_carries_a_hosters_storage_offer_and_an_impossible_one_is_refused() -> None:
+    node = _identity()
+    profile = discovery_pb2.CapabilityProfile.FromString(_profile(node))
+    profile.storage.free_bytes, profile.storage.price_per_gib_month = 10 << 30, 100_000
+    checked = validate_record(sign_record(node, profile_key(node.node_id), profile.SerializeToString(), 1, 60))
+    assert checked.profile is not None and checked.profile.storage.free_bytes == 10 << 30
+    profile.storage.free_bytes = 1 << 51  # two PiB free: a lie to attract shards
+    with pytest.raises(RecordRefused, match="more storage"):
+        validate_record(sign_record(node, profile_key(node.node_id), profile.SerializeToString(), 2, 60))

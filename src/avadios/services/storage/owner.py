@@ -13,7 +13,8 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from pathlib import Path
+from typing import IO, Protocol
 
 from avadios.errors import AvadiosError, InvalidArgument, NotFound
 from avadios.services.storage import checker, payment, placement, repairer
@@ -21,7 +22,7 @@ from avadios.services.storage.capability import ReadCap, VerifyCap, parse_any_ca
 from avadios.services.storage.checker import Health
 from avadios.services.storage.codec import Codec
 from avadios.services.storage.core import FileReader, FileWriter, shard_hash
-from avadios.services.storage.errors import SegmentsMissing, ShardCorrupted
+from avadios.services.storage.errors import FileNotFound, SegmentsMissing, ShardCorrupted
 from avadios.services.storage.index import FileIndex
 from avadios.services.storage.layout import FileLayout
 from avadios.v1 import storage_pb2
@@ -29,8 +30,12 @@ from avadios.v1 import storage_pb2
 log = logging.getLogger("avadios.storage")
 CHALLENGES_PER_SHARD = 4
 PARALLEL_CALLS = 16  # shards on the wire at once
+REFUND_SKEW_S = 120.0  # past the ledger's clock skew allowance after a hold's expiry
 PIPELINE = 4  # PutSegment calls of one upload that may be in flight at once
-UPLOAD_IDLE_S = 600.0  # an upload idle this long is aborted and its shards deleted
+UPLOAD_IDLE_S = 600.0
+READ_IDLE_S = (
+    600.0  # a read session idle this long is forgotten  # an upload idle this long is aborted and its shards deleted
+)
 
 
 class Payer(Protocol):
@@ -69,10 +74,19 @@ class Upload:
     # segments may be on the wire at once (a client keeps a few PutSegment calls in flight).
     turn: asyncio.Condition = field(default_factory=asyncio.Condition)
     aborted: bool = False
+    journal: IO[str] | None = None  # kept open while the upload runs: one line per shard placed
     busy: int = 0  # PutSegment calls running now: an abort waits for them, so it can delete what they stored
 
     def segments(self) -> list[storage_pb2.SegmentPlacement]:
         return [self.placements[i] for i in range(len(self.placements))]
+
+
+@dataclass(slots=True)
+class ReadSession:
+    record: storage_pb2.OwnedFile
+    reader: FileReader
+    down: set[str]  # hosters that did not answer the probe: tried last
+    touched: float = field(default_factory=time.monotonic)
 
 
 @dataclass(slots=True)
@@ -103,12 +117,18 @@ class Owner:
         n: int,
         segment_size: int,
         repair_threshold: int,
-        on_audit: Callable[[str, bool], Awaitable[None]] | None = None,
+        on_verdicts: Callable[[list[tuple[str, bool, str]]], Awaitable[None]] | None = None,
         payer: Payer | None = None,
+        locate: Callable[[bytes], Awaitable[tuple[FileLayout, list[list[str]]]]] | None = None,
         term_s: float = 7 * 24 * 3600.0,
         settle_after_s: float = 0.0,
     ) -> None:
         self.payer = payer
+        self.locate = locate
+        # One journal per open upload: every shard it placed, so shards of an upload the service never finished
+        # (it crashed or was killed) are found and deleted at the next start.
+        self.journals = index.root.parent / "uploads"
+        self.journals.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.term_s = term_s
         self.settle_after_s = settle_after_s
         self.index = index
@@ -117,8 +137,9 @@ class Owner:
         self.segment_size = segment_size
         self.repair_threshold = repair_threshold or n
         self.uploads: dict[str, Upload] = {}
+        self.reads: dict[str, ReadSession] = {}
         self.counters = OwnerCounters()
-        self.on_audit = on_audit
+        self.on_verdicts = on_verdicts
         self._sem = asyncio.Semaphore(PARALLEL_CALLS)
 
     # ---- put --------------------------------------------------------------------------------------------------
@@ -133,7 +154,33 @@ class Owner:
             raise NotFound("no hoster with free space is known (this node's quota is full and no peer offers storage)")
         upload = Upload(secrets.token_hex(16), name, local_only, writer, ranked)
         self.uploads[upload.upload_id] = upload
+        path = self._journal(upload.upload_id)
+        path.touch(mode=0o600)
+        upload.journal = path.open("a")
         return upload
+
+    def _journal(self, upload_id: str) -> Path:
+        return self.journals / f"{upload_id}.log"
+
+    async def clean_orphans(self) -> int:
+        """Delete the shards of uploads that no running upload owns (left by a crash); how many were deleted."""
+        deleted = 0
+        for path in sorted(self.journals.glob("*.log")):
+            if path.stem in self.uploads:
+                continue
+            placed = []
+            for line in path.read_text().splitlines():
+                hoster, _, address = line.partition(" ")
+                with contextlib.suppress(ValueError):
+                    placed.append((hoster, bytes.fromhex(address)))
+            left = await self._delete_each(placed)
+            deleted += len(placed) - len(left)
+            if not left:
+                path.unlink()
+            else:  # a hoster that does not answer now: the next try deletes the rest
+                path.write_text("".join(f"{h} {a.hex()}\n" for h, a in left))
+                log.info("an unfinished upload's shards are not all deleted yet", extra={"left": len(left)})
+        return deleted
 
     def _upload(self, upload_id: str) -> Upload:
         upload = self.uploads.get(upload_id)
@@ -179,9 +226,14 @@ class Owner:
                 async with self._sem:
                     await self.hosters.store(hoster, address, shard)
                 if upload.aborted:  # a segment still on the wire when its upload was aborted: undo it too
-                    await self._delete_all([(hoster, address)])
+                    for h, a in await self._delete_each([(hoster, address)]):
+                        with self._journal(upload.upload_id).open("a") as journal:
+                            journal.write(f"{h} {a.hex()}\n")
                     return hoster
                 upload.placed.append((hoster, address))
+                if upload.journal is not None:
+                    upload.journal.write(f"{hoster} {address.hex()}\n")
+                    upload.journal.flush()
                 return hoster
             except AvadiosError as exc:
                 log.info("a hoster did not take a shard", extra={"hoster": hoster, "reason": exc.message})
@@ -207,6 +259,9 @@ class Owner:
                 await self._hold_term(record, file_layout, upload.ranked, cap.root)
             self.index.save(cap.file_id, record, file_layout)
             del self.uploads[upload_id]
+            if upload.journal is not None:
+                upload.journal.close()
+            self._journal(upload_id).unlink(missing_ok=True)
             self.counters.files_put += 1
             self.counters.bytes_put += file_layout.file_size
             return record, file_layout
@@ -236,11 +291,13 @@ class Owner:
         record.hold_block = await self.payer.hold(root, {t.payee: t.price_micro for t in terms}, self.term_s)
         record.held_micro = sum(t.price_micro for t in terms)
         record.settle_after_unix = int(time.time() + self.settle_after_s)
+        record.hold_expires_unix = int(time.time() + self.term_s)
         del record.terms[:]
         record.terms.extend(terms)
 
-    async def _settle_term(self, record: storage_pb2.OwnedFile, force: bool = False) -> int:
-        """Pay each hoster its price × its audits passed this term, once the term is due; what was paid."""
+    async def _settle_term(self, record: storage_pb2.OwnedFile, renew: bool = True, force: bool = False) -> int:
+        """Once the term is due, pay each hoster its price × its audits passed this term (the rest comes back) and,
+        with `renew`, hold the next term; what was paid."""
         if self.payer is None or not record.hold_block or (not force and time.time() < record.settle_after_unix):
             return 0
         due = payment.payouts(
@@ -248,11 +305,23 @@ class Owner:
             {t.payee: (t.audits_passed, t.audits) for t in record.terms},
         )
         paid = {p.payee: p.amount for p in due if p.amount > 0}
-        if not paid:
-            return 0  # paying no one is a refund, which the ledger allows only after the hold expires
+        if not paid and time.time() < record.hold_expires_unix + REFUND_SKEW_S:
+            return 0  # paying no one is a refund, which the ledger allows only once the hold expired
         await self.payer.settle(record.hold_block, paid, {p.payee: p.failed_all for p in due if p.amount == 0})
         record.paid_micro += sum(paid.values())
-        record.hold_block = b""
+        record.hold_block, record.held_micro = b"", 0
+        if renew and record.terms:
+            try:
+                root = parse_read_cap(record.cap).root
+                prices = {t.payee: t.price_micro for t in record.terms}
+                record.hold_block = await self.payer.hold(root, prices, self.term_s)
+                record.held_micro = sum(prices.values())
+                record.settle_after_unix = int(time.time() + self.settle_after_s)
+                record.hold_expires_unix = int(time.time() + self.term_s)
+                for term in record.terms:
+                    term.audits = term.audits_passed = 0
+            except AvadiosError as exc:  # too little AUTOM, say: the file stays, its hosters go unpaid
+                log.warning("could not hold the next storage term: %s", exc.message)
         return sum(paid.values())
 
     async def abort(self, upload_id: str) -> int:
@@ -263,7 +332,16 @@ class Owner:
         async with upload.turn:  # segments still being stored finish first (each deletes what it stores now)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(upload.turn.wait_for(lambda: upload.busy == 0), 120.0)
-        return await self._delete_all(upload.placed)
+        if upload.journal is not None:
+            upload.journal.close()
+            upload.journal = None
+        left = await self._delete_each(upload.placed)
+        journal = self._journal(upload_id)
+        if left:  # the journal keeps what a hoster away now still holds: clean_orphans deletes it later
+            journal.write_text("".join(f"{h} {a.hex()}\n" for h, a in left))
+        else:
+            journal.unlink(missing_ok=True)
+        return len(upload.placed) - len(left)
 
     async def abort_idle(self) -> None:
         now = time.monotonic()
@@ -271,6 +349,11 @@ class Owner:
             await self.abort(upload_id)
 
     async def _delete_all(self, placed: Sequence[tuple[str, bytes]]) -> int:
+        return len(placed) - len(await self._delete_each(placed))
+
+    async def _delete_each(self, placed: Sequence[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+        """Delete shards from their hosters; the ones that could not be deleted now."""
+
         async def one(hoster: str, address: bytes) -> bool:
             try:
                 async with self._sem:
@@ -279,27 +362,71 @@ class Owner:
             except AvadiosError:
                 return False
 
-        return sum(await asyncio.gather(*(one(h, a) for h, a in placed)))
+        done = await asyncio.gather(*(one(h, a) for h, a in placed))
+        return [item for item, ok in zip(placed, done, strict=True) if not ok]
 
     # ---- get --------------------------------------------------------------------------------------------------
 
-    def open(self, cap_text: str) -> tuple[storage_pb2.OwnedFile, FileReader]:
+    async def open(self, cap_text: str) -> tuple[storage_pb2.OwnedFile, FileReader]:
+        """The file's record and a reader: this node's own record, else its owner's answer to a locate (a layout
+        checked against the cap's root and a placement map), for a reader elsewhere who holds the read-cap."""
         cap = parse_read_cap(cap_text)
-        record, file_layout = self.index.load(cap.file_id)
+        try:
+            record, file_layout = self.index.load(cap.file_id)
+        except FileNotFound:
+            if self.locate is None:
+                raise
+            file_layout, placements = await self.locate(cap.root)
+            record = storage_pb2.OwnedFile(segments=[storage_pb2.SegmentPlacement(hosters=h) for h in placements])
+            if len(record.segments) != file_layout.segment_count or any(
+                len(s.hosters) != file_layout.n for s in record.segments
+            ):
+                raise FileNotFound("the file's owner sent a placement map that does not fit its layout") from None
         return record, FileReader(file_layout, cap)  # a wrong key fails here, before any byte is read
 
-    async def read(self, record: storage_pb2.OwnedFile, reader: FileReader) -> AsyncIterator[bytes]:
-        """Each segment's plaintext, in order. Before the first byte, every hoster is probed; if some segment
+    def location(self, root: bytes) -> storage_pb2.FileLocation:
+        """Where this node's file `root` lives, for a reader on another node (no key, no name in clear)."""
+        record, file_layout = self.index.load(root.hex())
+        return storage_pb2.FileLocation(
+            layout=file_layout.encode(),
+            segments=[storage_pb2.SegmentHosters(hosters=s.hosters) for s in record.segments],
+        )
+
+    async def open_read(self, cap_text: str) -> tuple[str, FileReader]:
+        """A read session: the file opened (a wrong key fails here) and every hoster probed; if some segment
         cannot be rebuilt, SegmentsMissing names the segments and hosters, and nothing was read."""
+        record, reader = await self.open(cap_text)
         down = await self._unreachable(record, reader.layout)
         missing = [i for i, s in enumerate(record.segments) if sum(h not in down for h in s.hosters) < reader.layout.k]
         if missing:
             raise SegmentsMissing(missing, [h for i in missing for h in record.segments[i].hosters if h in down],
                                   reader.layout.k)  # fmt: skip
-        for index, seg in enumerate(record.segments):
-            shards = await self._fetch_segment(reader, index, seg, down)
-            yield await asyncio.to_thread(reader.segment, index, shards)
-        self.counters.files_read += 1
+        now = time.monotonic()
+        for stale in [r for r, session in self.reads.items() if now - session.touched > READ_IDLE_S]:
+            del self.reads[stale]
+        read_id = secrets.token_hex(16)
+        self.reads[read_id] = ReadSession(record, reader, down)
+        return read_id, reader
+
+    async def read_segment(self, read_id: str, index: int) -> bytes:
+        session = self.reads.get(read_id)
+        if session is None:
+            raise NotFound(f"no read {read_id!r} (idle for over {READ_IDLE_S:.0f} s, or never opened)")
+        if not 0 <= index < len(session.record.segments):
+            raise InvalidArgument(f"the file has {len(session.record.segments)} segments; there is no {index}")
+        session.touched = time.monotonic()
+        shards = await self._fetch_segment(session.reader, index, session.record.segments[index], session.down)
+        data = await asyncio.to_thread(session.reader.segment, index, shards)
+        if index == len(session.record.segments) - 1:
+            self.counters.files_read += 1
+        return data
+
+    async def read(self, cap_text: str) -> AsyncIterator[bytes]:
+        """Every segment's plaintext, in order (for callers in this process)."""
+        read_id, reader = await self.open_read(cap_text)
+        for index in range(reader.layout.segment_count):
+            yield await self.read_segment(read_id, index)
+        self.reads.pop(read_id, None)
 
     async def _unreachable(self, record: storage_pb2.OwnedFile, file_layout: FileLayout) -> set[str]:
         """Hosters that do not answer a tiny audit of one of their shards (whose answer is not checked here)."""
@@ -379,14 +506,21 @@ class Owner:
                 if term.node_id == hoster:
                     term.audits += 1
                     term.audits_passed += int(ok)
-            if self.on_audit is not None:
-                await self.on_audit(hoster, ok)
 
         await asyncio.gather(*(audit_one(i, j) for i in range(len(record.segments)) for j in range(file_layout.n)))
         per_segment = [len(healthy.get(i, [])) for i in range(len(record.segments))]
         before = checker.file_health(per_segment, file_layout.k, file_layout.n)
         reply = storage_pb2.CheckFileReply(health=before.value, healthy_per_segment=per_segment)
         reply.hosters.extend(sorted(audits.values(), key=lambda a: a.node_id))
+        if self.on_verdicts is not None:
+            # A hoster that answered but lost or changed bytes loses reliability (as a lying provider does); one
+            # that did not answer is left to discovery's pings, which judge liveness.
+            verdicts = [(a.node_id, a.failed == 0, a.error if a.failed else "") for a in audits.values()
+                        if a.passed or a.failed]  # fmt: skip
+            try:
+                await self.on_verdicts(verdicts)
+            except AvadiosError as exc:
+                log.info("could not record audit verdicts: %s", exc.message)
         if repair:
             bad = {a.node_id for a in audits.values() if a.passed < a.shards}
             unreachable = {a.node_id for a in audits.values() if a.unreachable}
@@ -491,7 +625,7 @@ class Owner:
                   for j, h in enumerate(s.hosters)]  # fmt: skip
         deleted = await self._delete_all(placed)
         try:
-            await self._settle_term(record, force=True)  # the hosters are paid for the audits they passed so far
+            await self._settle_term(record, renew=False, force=True)  # hosters are paid the audits passed so far
         except AvadiosError as exc:
             log.warning("settling a removed file's term failed: %s", exc.message)
         self.index.remove(cap.file_id)

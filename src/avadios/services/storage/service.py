@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
 
 from avadios import identity
 from avadios.errors import AvadiosError, InvalidArgument
@@ -15,10 +14,12 @@ from avadios.ledger.client import WalletClient, ledger_stub
 from avadios.ledger.wallet import node_wallet
 from avadios.peering import PeerDoorClient
 from avadios.runtime import ServiceContext
-from avadios.services.storage import placement
+from avadios.services.storage import layout, placement
 from avadios.services.storage.core import DEFAULT_SEGMENT_SIZE
+from avadios.services.storage.errors import FileNotFound
 from avadios.services.storage.hoster import ShardStore
 from avadios.services.storage.index import FileIndex
+from avadios.services.storage.layout import FileLayout
 from avadios.services.storage.owner import Owner
 from avadios.transport import NatsChannel, ServerContext
 from avadios.v1 import common_pb2, discovery_pb2, ledger_pb2, storage_pb2, storage_pb2_grpc
@@ -27,7 +28,9 @@ from avadios.v1.discovery_nats import DiscoveryClient
 log = logging.getLogger("avadios.storage")
 UNPAID = ledger_pb2.LedgerUnpaidReason
 PEER_TIMEOUT_S = 15.0
+LOCATE_TIMEOUT_S = 5.0
 CHORES_EVERY_S = 30.0
+FIRST_CHORES_S = 5.0
 
 
 class PeerHosters:
@@ -122,13 +125,52 @@ class StorageRoom(storage_pb2_grpc.StorageServicer):
             DiscoveryClient(channel),
             config.storage_price_per_gib_month,
         )
+        self.discovery = DiscoveryClient(channel)
         self.owner = Owner(
             FileIndex(config.home / "storage" / "files"), self.hosters, config.storage_k, config.storage_n,
             DEFAULT_SEGMENT_SIZE, config.storage_repair_threshold,
             payer=WalletPayer(WalletClient(ledger_stub(channel, 30.0), node_wallet(config.home, me.signing_key))),
-            term_s=config.storage_term_s, settle_after_s=config.storage_settle_after_s,
+            term_s=config.storage_term_s, settle_after_s=config.storage_settle_after_s, on_verdicts=self._verdicts,
+            locate=self._locate,
         )  # fmt: skip
         self._tasks: list[asyncio.Task[None]] = []
+
+    async def _locate(self, root: bytes) -> tuple[FileLayout, list[list[str]]]:
+        """Ask every peer for the file's location; the first answer whose layout hashes to `root` is used."""
+        door = self.hosters.door
+        peers = await door.peers()
+
+        async def ask(peer: str) -> storage_pb2.FileLocation | None:
+            try:
+                return await door.send(peer, storage_pb2.FileLocate(root=root), storage_pb2.FileLocation,
+                                       timeout=LOCATE_TIMEOUT_S)  # fmt: skip
+            except AvadiosError:
+                return None
+
+        for answer in asyncio.as_completed([ask(p) for p in peers]):
+            location = await answer
+            if location is None:
+                continue
+            try:
+                file_layout = layout.decode(location.layout, root)
+            except AvadiosError:
+                continue  # not this file's layout: a peer that lies is ignored
+            return file_layout, [list(s.hosters) for s in location.segments]
+        raise FileNotFound(
+            f"no node among {len(peers)} peers knows file {root.hex()[:16]}…: its owner's node may be offline"
+        )
+
+    async def _verdicts(self, verdicts: list[tuple[str, bool, str]]) -> None:
+        """Audit outcomes go to discovery's reliability book, as Proof of Inference verdicts do."""
+        request = discovery_pb2.RecordVerdictsRequest(
+            verdicts=[
+                discovery_pb2.Verdict(node_id=node, accepted=ok, reason=f"storage audit: {why}" if why else "")
+                for node, ok, why in verdicts
+                if node != self.node_id
+            ]
+        )
+        if request.verdicts:
+            await self.discovery.RecordVerdicts(request, timeout=10.0)
 
     @classmethod
     async def create(cls, ctx: ServiceContext) -> StorageRoom:
@@ -152,10 +194,13 @@ class StorageRoom(storage_pb2_grpc.StorageServicer):
         """Abort idle uploads (their shards are deleted) and audit (and repair) owned files on schedule."""
         interval = self.ctx.config.storage_audit_interval_s
         last_audit = asyncio.get_running_loop().time()
+        delay = FIRST_CHORES_S  # soon after start: shards of uploads a crash left unfinished are deleted
         while True:
-            await asyncio.sleep(min(CHORES_EVERY_S, interval) if interval else CHORES_EVERY_S)
+            await asyncio.sleep(delay)
+            delay = min(CHORES_EVERY_S, interval) if interval else CHORES_EVERY_S
             try:
                 await self.owner.abort_idle()
+                await self.owner.clean_orphans()
                 now = asyncio.get_running_loop().time()
                 if interval and now - last_audit >= interval:
                     last_audit = now
@@ -215,19 +260,17 @@ class StorageRoom(storage_pb2_grpc.StorageServicer):
     async def AbortPut(self, request: storage_pb2.AbortPutRequest, context: ServerContext) -> storage_pb2.AbortPutReply:
         return storage_pb2.AbortPutReply(shards_deleted=await self.owner.abort(request.upload_id))
 
-    async def GetFile(
-        self, request: storage_pb2.GetFileRequest, context: ServerContext
-    ) -> AsyncIterator[storage_pb2.FileChunk]:
-        record, reader = self.owner.open(request.cap)
-        chunks = self.owner.read(record, reader)
-        first = await anext(chunks)  # hosters probed, segment 0 checked: only now does the reply start
-        yield storage_pb2.FileChunk(name=reader.name, size=reader.layout.file_size,
-                                    segments=reader.layout.segment_count)  # fmt: skip
-        yield storage_pb2.FileChunk(data=first, index=0)
-        index = 1
-        async for data in chunks:
-            yield storage_pb2.FileChunk(data=data, index=index)
-            index += 1
+    async def OpenRead(self, request: storage_pb2.GetFileRequest, context: ServerContext) -> storage_pb2.ReadInfo:
+        read_id, reader = await self.owner.open_read(request.cap)
+        return storage_pb2.ReadInfo(
+            read_id=read_id, name=reader.name, size=reader.layout.file_size, segments=reader.layout.segment_count
+        )
+
+    async def ReadSegment(
+        self, request: storage_pb2.ReadSegmentRequest, context: ServerContext
+    ) -> storage_pb2.FileChunk:
+        data = await self.owner.read_segment(request.read_id, request.index)
+        return storage_pb2.FileChunk(data=data, index=request.index)
 
     async def ListFiles(
         self, request: storage_pb2.ListFilesRequest, context: ServerContext
@@ -274,6 +317,12 @@ class StorageRoom(storage_pb2_grpc.StorageServicer):
     ) -> storage_pb2.DeleteShardReply:
         deleted = await asyncio.to_thread(self.store.delete, request.hash, _peer(context))
         return storage_pb2.DeleteShardReply(deleted=deleted)
+
+    async def LocateFile(self, request: storage_pb2.FileLocate, context: ServerContext) -> storage_pb2.FileLocation:
+        _peer(context)
+        if len(request.root) != 32:
+            raise InvalidArgument("a file's root is a 32-byte BLAKE3 hash")
+        return self.owner.location(request.root)
 
     async def Health(self, request: common_pb2.HealthRequest, context: ServerContext) -> common_pb2.HealthReply:
         return self.health()

@@ -16,7 +16,6 @@ file with too few hosters is a JSON error, never a truncated body.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from urllib.parse import quote
 
 from fastapi import APIRouter, File, Form, UploadFile
@@ -128,18 +127,13 @@ def files_router(storage: StorageClient) -> APIRouter:
 
     @router.get("/api/files/{cap}", summary="The file's bytes", response_class=StreamingResponse)
     async def download(cap: str) -> StreamingResponse:
-        chunks = storage.GetFile(storage_pb2.GetFileRequest(cap=cap), timeout=files.SEGMENT_TIMEOUT_S)
-        header = await anext(chunks)  # errors (bad cap, hosters missing) surface here, as JSON
+        info, segments = await files.read_segments(storage, cap)  # errors (bad cap, hosters missing) come here
 
-        async def body() -> AsyncIterator[bytes]:
-            async for chunk in chunks:
-                yield chunk.data
-
-        disposition = f"attachment; filename*=UTF-8''{quote(header.name)}"
+        disposition = f"attachment; filename*=UTF-8''{quote(info.name)}"
         return StreamingResponse(
-            body(),
+            segments,
             media_type="application/octet-stream",
-            headers={"Content-Disposition": disposition, "Content-Length": str(header.size)},
+            headers={"Content-Disposition": disposition, "Content-Length": str(info.size)},
         )
 
     @router.get("/api/files/{cap}/health", summary="Audit every shard of the file now")
