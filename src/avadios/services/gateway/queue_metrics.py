@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
 from prometheus_client.registry import Collector
 
 from avadios.services.gateway.health import HealthBoard
@@ -20,16 +20,15 @@ class QueueCollector(Collector):
         self.board = board
         self.service = service
 
-    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily | SummaryMetricFamily]:
         labels = ["service", "instance"]
         depth = GaugeMetricFamily("avadios_queue_depth", "Requests waiting for a slot", labels=labels)
         running = GaugeMetricFamily("avadios_queue_running", "Requests holding a slot (running)", labels=labels)
         slots = GaugeMetricFamily("avadios_queue_slots", "Requests a replica runs at once", labels=labels)
         limit = GaugeMetricFamily("avadios_queue_limit", "Requests a replica holds before 429", labels=labels)
-        wait_sum = CounterMetricFamily(
-            "avadios_queue_wait_seconds_sum", "Total time requests waited for a slot", labels=labels
+        wait = SummaryMetricFamily(
+            "avadios_queue_wait_seconds", "Time requests waited for a slot (those that got one)", labels=labels
         )
-        waits = CounterMetricFamily("avadios_queue_wait", "Requests that got a slot (count of waits)", labels=labels)
         timeouts = CounterMetricFamily(
             "avadios_queue_timeouts", "Requests refused (503) because no slot came within their wait", labels=labels
         )
@@ -43,9 +42,8 @@ class QueueCollector(Collector):
             running.add_metric(key, beat.in_flight - beat.queued)
             slots.add_metric(key, beat.slots)
             limit.add_metric(key, beat.queue_limit)
-            wait_sum.add_metric(key, beat.queue_wait_seconds_sum)
-            waits.add_metric(key, beat.queue_waits)
+            wait.add_metric(key, count_value=beat.queue_waits, sum_value=beat.queue_wait_seconds_sum)
             timeouts.add_metric(key, beat.queue_timeouts)
             rejected.add_metric(key, beat.queue_rejected)
             cancelled.add_metric(key, beat.cancelled)
-        yield from (depth, running, slots, limit, wait_sum, waits, timeouts, rejected, cancelled)
+        yield from (depth, running, slots, limit, wait, timeouts, rejected, cancelled)
