@@ -9,6 +9,11 @@ the tokens all its clients received over the wall time from the first request se
 round each level runs on both servers back to back, alternating which goes first, so machine noise (others'
 work on a shared machine) hits both alike; the figures are medians over the rounds. The node's tier 0 cache is
 bypassed (Cache-Control: no-cache).
+
+On a machine others are using, wall time mostly measures their load; the CPU time the serving processes spent
+(every process of the node; the llama_cpp.server process) does not. So each level also reports tokens per CPU
+second of the server: on an idle machine, where the server's threads have the cores to themselves, its ratio to
+the single-client figure is what the wall-time ratio would be.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 
 from avadios.config import NodeConfig
 from avadios.models import default_model_path
@@ -47,11 +53,24 @@ def prompt(i: int) -> str:
 class Level:
     tokens: int
     seconds: float
+    cpu_seconds: float
     first_token_s: tuple[float, ...]
 
     @property
     def tokens_per_s(self) -> float:
         return self.tokens / self.seconds
+
+    @property
+    def tokens_per_cpu_s(self) -> float:
+        return self.tokens / self.cpu_seconds
+
+
+def cpu_seconds(processes: list[psutil.Process]) -> float:
+    total = 0.0
+    for proc in processes:
+        times = proc.cpu_times()
+        total += times.user + times.system
+    return total
 
 
 async def one_client(client: httpx.AsyncClient, i: int, max_tokens: int, started: float) -> tuple[int, float]:
@@ -70,12 +89,14 @@ async def one_client(client: httpx.AsyncClient, i: int, max_tokens: int, started
     return tokens, first
 
 
-async def level(base_url: str, clients: int, max_tokens: int) -> Level:
+async def level(base_url: str, clients: int, max_tokens: int, server: list[psutil.Process]) -> Level:
     async with httpx.AsyncClient(base_url=base_url, timeout=600) as client:
+        cpu = cpu_seconds(server)
         started = time.perf_counter()
         results = await asyncio.gather(*(one_client(client, i, max_tokens, started) for i in range(clients)))
         seconds = time.perf_counter() - started
-    return Level(sum(t for t, _ in results), seconds, tuple(f for _, f in results))
+        cpu = cpu_seconds(server) - cpu
+    return Level(sum(t for t, _ in results), seconds, cpu, tuple(f for _, f in results))
 
 
 def free_port() -> int:
@@ -121,19 +142,25 @@ def main() -> None:
         peer_port = free_port()
         peer = start_peer(model, args.threads, peer_port, Path(tmp) / "peer.log")
         servers = {"node": node.api_url, "llama_cpp.server": f"http://127.0.0.1:{peer_port}"}
+        assert node.proc is not None
+        processes = {
+            "node": [psutil.Process(node.proc.pid), *node.descendants()],
+            "llama_cpp.server": [psutil.Process(peer.pid)],
+        }
         slots = httpx.get(node.api_url + "/health").json()["services"]["inference"][0]["queue"]["slots"]
         results: dict[str, dict[int, list[Level]]] = {name: {n: [] for n in counts} for name in servers}
         try:
-            for url in servers.values():  # warm both up (first decode allocates buffers)
-                asyncio.run(level(url, 1, 4))
+            for name, url in servers.items():  # warm both up (first decode allocates buffers)
+                asyncio.run(level(url, 1, 4, processes[name]))
             for r in range(args.rounds):
                 for n in counts:
                     order = list(servers) if (r + n) % 2 == 0 else list(reversed(servers))
                     for name in order:
-                        result = asyncio.run(level(servers[name], n, args.max_tokens))
+                        result = asyncio.run(level(servers[name], n, args.max_tokens, processes[name]))
                         results[name][n].append(result)
                         print(
-                            f"round {r + 1} {name:17s} {n} clients: {result.tokens_per_s:6.1f} tok/s",
+                            f"round {r + 1} {name:17s} {n} clients: {result.tokens_per_s:6.1f} tok/s, "
+                            f"{result.tokens_per_cpu_s:6.1f} tok/CPU-s",
                             file=sys.stderr,
                         )
         finally:
@@ -142,15 +169,17 @@ def main() -> None:
             node.stop()
     print(f"\nmodel {model.name}, {args.threads} threads, node slots {slots}, {args.max_tokens} tokens per client, "
           f"{args.rounds} rounds, {os.cpu_count()} cores")
-    print(f"{'clients':>8} | " + " | ".join(f"{name} tok/s (x 1 client)" for name in servers))
+    heads = [f"{name} {unit} (x 1 client)" for unit in ("tok/s", "tok/CPU-s") for name in servers]
+    print(f"{'clients':>8} | " + " | ".join(heads))
     for n in counts:
         cells = []
-        for name in servers:
-            # the ratio per round (both levels of a round saw the same machine), then the median over rounds
-            pairs = zip(results[name][n], results[name][1], strict=True)
-            ratios = [level.tokens_per_s / one.tokens_per_s for level, one in pairs]
-            rate = statistics.median(lv.tokens_per_s for lv in results[name][n])
-            cells.append(f"{rate:7.1f} ({statistics.median(ratios):.2f}x)")
+        for unit in ("tokens_per_s", "tokens_per_cpu_s"):
+            for name in servers:
+                # the ratio per round (both levels of a round saw the same machine), then the median over rounds
+                pairs = zip(results[name][n], results[name][1], strict=True)
+                ratios = [getattr(lv, unit) / getattr(one, unit) for lv, one in pairs]
+                rate = statistics.median(getattr(lv, unit) for lv in results[name][n])
+                cells.append(f"{rate:7.1f} ({statistics.median(ratios):.2f}x)")
         print(f"{n:>8} | " + " | ".join(cells))
     top = max(counts)
     for name in servers:

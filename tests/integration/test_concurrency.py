@@ -139,4 +139,4 @@ def test_a_client_that_disconnects_mid_stream_frees_its_slot_for_the_next_reques
     assert reply.status_code == 200, reply.text
     assert result["done"] > closed
     wait_for(lambda: queue_of(one_slot_node)["cancelled"] >= 1, timeout=5, what="the cancel to be counted")
-    assert queue_of(one_slot_node)["running"] == 0
+    wait_for(lambda: queue_of(one_slot_node)["running"] == 0, timeout=5, what="the slot to be free")  # beats lag
