@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 
 import pytest
 
@@ -103,3 +104,19 @@ async def test_a_cancelled_runner_frees_its_slot_for_the_head_of_the_line() -> N
     release[1].set()
     await tasks[1]
     assert queue.stats().running == 0
+
+
+def test_queue_refusals_become_openai_errors_with_retry_after() -> None:
+    import json
+
+    from avadios.errors import RpcError
+    from avadios.services.gateway.api.errors import describe, error_response
+
+    for exc, status in ((QueueTimeout("no slot in time", 2.2), 503), (QueueFull("queue full", 7.0), 429)):
+        # as it arrives from the inference process: code, message, reason and the estimate, carried by the transport
+        remote = RpcError(exc.code, exc.message, exc.reason, exc.retry_after_s)
+        response = error_response(describe(remote))
+        assert response.status_code == status
+        assert response.headers["retry-after"] == str(math.ceil(exc.retry_after_s or 0))
+        error = json.loads(bytes(response.body))["error"]
+        assert error["code"] == exc.reason and error["message"] == exc.message
