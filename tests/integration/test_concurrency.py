@@ -4,6 +4,9 @@ that goes away mid-stream gives its slot up at once."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -58,7 +61,7 @@ def test_64_concurrent_requests_are_all_answered_and_the_node_stays_healthy(defa
                             json={
                                 "model": MODEL,
                                 "messages": [{"role": "user", "content": f"Name a city, number {i}."}],
-                                "max_tokens": 12,
+                                "max_tokens": 8,
                                 "temperature": 0.7,
                             },
                         )
@@ -79,9 +82,10 @@ def test_64_concurrent_requests_are_all_answered_and_the_node_stays_healthy(defa
     # refuse the last ones, but only once their wait (inference_queue_wait_s, 120 s by default) is over.
     assert len(answered) >= 8, [r.status_code for r in replies]
     assert len(answered) == 64 or took >= 120, (len(answered), took)
-    for reply in answered:
-        choice = reply.json()["choices"][0]
-        assert choice["message"]["content"] and choice["finish_reason"] in ("stop", "length")
+    choices = [reply.json()["choices"][0] for reply in answered]
+    assert all(c["finish_reason"] in ("stop", "length") for c in choices)
+    # a sampled answer of the base model may be empty (it can end its turn at once), but not most of them
+    assert sum(bool(c["message"]["content"]) for c in choices) >= 0.75 * len(choices)
     print(f"64 requests: {len(answered)} answered in {took:.1f} s")
     assert httpx.get(default_node.api_url + "/health").json()["status"] == "ok"
     wait_for(lambda: queue_of(default_node)["running"] == 0, timeout=5, what="the slots to be free")  # heartbeats lag
@@ -91,8 +95,12 @@ def test_64_concurrent_requests_are_all_answered_and_the_node_stays_healthy(defa
     metrics = httpx.get(default_node.api_url + "/metrics").text
     assert "avadios_queue_depth{" in metrics and "avadios_queue_wait_seconds_count{" in metrics
     assert 'avadios_gateway_in_flight{route="/v1/chat/completions"} 0.0' in metrics
-    status = default_node.cli("status")
-    assert "slots 0/" in status.stdout and "queued 0/" in status.stdout, status.stdout
+    status = json.loads(default_node.cli("status", "--json").stdout)
+    assert status["services"]["inference"][0]["queue"]["slots"] == queue["slots"]
+    shown = subprocess.run(
+        default_node.command("status"), capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "240"}
+    )
+    assert f"slots 0/{queue['slots']} queued 0/{queue['limit']}" in shown.stdout + shown.stderr, shown
 
 
 def test_a_request_that_cannot_start_in_time_gets_503_with_retry_after(one_slot_node: Node) -> None:
