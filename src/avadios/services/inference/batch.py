@@ -2,14 +2,17 @@
 
 The context shares the loaded model's weights (it is a second `llama_context` on the same `llama_model`) and has
 `slots` sequences, each with its own part of the KV cache (sequence id = slot index; llama.cpp's non-unified KV
-gives each sequence `context_length` cells of its own). One step of the loop puts into one `llama_batch`:
+gives each sequence `context_length` cells of its own). One step of the loop:
 
-- for every slot still reading its prompt, the next part of the prompt (logits only on its last token), and
-- for every slot that is generating, the token it sampled last (one row of logits each),
+- evaluates each newly admitted prompt in a decode of its own, in n_batch-sized parts, exactly as the
+  single-sequence path does (its first token then comes from the same numbers), and
+- puts the token every generating sequence sampled last into one `llama_batch` (one row of logits each), decodes it
+  once, and samples each sequence's next token from its own row with its own sampler chain.
 
-decodes it once, then samples each sequence's next token from its own row with its own sampler chain. New
-requests join at the next step, finished or cancelled ones leave it (their KV cells are cleared at once), so a
-slot that frees up is used again without waiting for the others (llama-server's `--parallel`).
+New requests join at the next step, finished or cancelled ones leave it (their KV cells are cleared at once), so a
+slot that frees up is used again without waiting for the others (llama-server's `--parallel`). Answers equal the
+single-sequence path's only while llama.cpp computes a row the same whatever else shares its decode: see the
+engine's note on repacked weights (measured up to 4 rows per decode).
 
 Sampling is llama.cpp's sampler chain in the order llama-cpp-python's `create_completion` builds it and the
 engine's SAMPLER_* constants state: greedy at temperature 0, else top-k 40, top-p, min-p 0.05, temperature and a
@@ -117,10 +120,6 @@ class BatchEngine:
         self._thread.join()
         llama_cpp.llama_batch_free(self._batch)
         llama_cpp.llama_free(self._ctx)
-
-    @property
-    def active(self) -> int:
-        return len(self._active) + len(self._pending)
 
     async def generate(self, prompt: list[int], sampling: BatchSampling) -> AsyncIterator[BatchPiece]:
         """Stream one sequence's pieces; closing the iterator (a client gone) frees its slot at the next step."""
