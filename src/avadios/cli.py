@@ -202,6 +202,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         detail = inst.get("detail") or (f"model {inst['loaded_model']}" if inst.get("loaded_model") else "")
         if inst.get("requests_served"):
             detail += f" served {inst['requests_served']}"
+        if queue := inst.get("queue"):
+            detail += (
+                f" slots {queue['running']}/{queue['slots']} queued {queue['waiting']}/{queue['limit']}"
+                f" mean wait {queue['mean_wait_s']:.2f}s"
+            )
+            if queue["timeouts"] or queue["rejected"]:
+                detail += f" refused {queue['timeouts']} (wait) {queue['rejected']} (full)"
         state = proc.get("state", "running")
         if state != "running":  # the supervisor knows better than a stale heartbeat: restarting, crash loop
             status, detail = state, proc.get("detail") or detail

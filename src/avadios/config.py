@@ -33,6 +33,8 @@ DEVNET_FAULTS = ("random", "wrong-model", "truncated", "copy", "cached", "fake-l
 DEVNET_MARKER = "devnet-node"
 MAX_NETWORK_REPLICAS = 16  # a hold names at most 32 payees; a score job carries at most 16 results
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+MAX_AUTO_PARALLEL = 4  # see NodeConfig.parallel_slots
+MAX_PARALLEL = 64
 
 
 def default_home() -> Path:
@@ -106,10 +108,18 @@ class NodeConfig(BaseModel):
     # Set to use an external NATS server instead of the embedded one (compose, Kubernetes).
     nats_url: str = ""
     inference_replicas: Annotated[int, Field(ge=1, le=64)] = 1
-    # 0 = every core; llama-cpp-python would otherwise use one thread here.
+    # llama.cpp threads per inference replica; 0 = the machine's cores shared out among the replicas (see
+    # `threads_per_replica`). llama-cpp-python would otherwise use one thread here.
     inference_threads: NonNegative = 0
-    # Requests one inference replica holds (running + waiting) before it answers RESOURCE_EXHAUSTED.
-    inference_queue: Count = 8
+    # Sequences one inference replica decodes at once (its slots, continuous batching in one llama.cpp context);
+    # 0 = chosen from the core count (see `parallel_slots`).
+    inference_parallel: Annotated[int, Field(ge=0, le=MAX_PARALLEL)] = 0
+    # Requests one inference replica holds (running + waiting) before it answers RESOURCE_EXHAUSTED (HTTP 429).
+    # Ollama's default queue is 512; a burst from one script or a few browser tabs fits.
+    inference_queue: Count = 512
+    # How long a request may wait in that queue for a slot before it is refused with UNAVAILABLE (HTTP 503 and
+    # Retry-After); its own deadline (request_timeout_s) also bounds the wait.
+    inference_queue_wait_s: Seconds = 120.0
     # The largest context a model is loaded with: a model gets its trained context (GGUF), at most this, and at
     # most what a quarter of the free memory holds as KV cache.
     context_length: Annotated[int, Field(ge=64)] = 8192
@@ -246,6 +256,19 @@ class NodeConfig(BaseModel):
         if self.advertise_host:
             return self.advertise_host
         return "127.0.0.1" if self.p2p_host in ("0.0.0.0", "::") else self.p2p_host
+
+    @property
+    def threads_per_replica(self) -> int:
+        """inference_threads, or the cores shared out among the inference replicas (at least one each): N
+        replicas with every core each would only take turns on the same cores."""
+        return self.inference_threads or max(1, (os.cpu_count() or 1) // self.inference_replicas)
+
+    @property
+    def parallel_slots(self) -> int:
+        """inference_parallel, or twice the replica's threads, between 2 and MAX_AUTO_PARALLEL: a batch of rows
+        shares one pass over the weights, so slots pay off beyond the core count, and up to MAX_AUTO_PARALLEL
+        rows per decode greedy answers stay the same as decoded alone (docs/benchmarks.md)."""
+        return self.inference_parallel or min(MAX_AUTO_PARALLEL, max(2, 2 * self.threads_per_replica))
 
     def replicas(self, service: str) -> int:
         return {"inference": self.inference_replicas, "voice": self.voice_replicas}.get(service, 1)

@@ -11,6 +11,8 @@ class AvadiosError(Exception):
 
     code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
     reason: str | None = None
+    # When trying again may work, about how many seconds from now (HTTP `Retry-After`); None: no estimate.
+    retry_after_s: float | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -43,6 +45,26 @@ class Unimplemented(AvadiosError):
     code = grpc.StatusCode.UNIMPLEMENTED
 
 
+class QueueFull(Busy):
+    """A service's request queue is full (HTTP 429)."""
+
+    reason = "queue_full"
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class QueueTimeout(Unavailable):
+    """A queued request could not start before its wait deadline (HTTP 503 with Retry-After)."""
+
+    reason = "queue_timeout"
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class DeadlineExceeded(AvadiosError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
 
@@ -59,10 +81,13 @@ class PayloadTooLarge(AvadiosError):
 class RpcError(AvadiosError):
     """An error status received from a remote method."""
 
-    def __init__(self, code: grpc.StatusCode, message: str, reason: str | None = None) -> None:
+    def __init__(
+        self, code: grpc.StatusCode, message: str, reason: str | None = None, retry_after_s: float | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.reason = reason
+        self.retry_after_s = retry_after_s
 
     def __str__(self) -> str:
         return f"{self.code.name}: {self.message}"

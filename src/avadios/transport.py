@@ -45,6 +45,7 @@ from avadios.errors import (
 STATUS = "Avadios-Status"
 MESSAGE = "Avadios-Message"
 REASON = "Avadios-Reason"  # an error's stable slug (AvadiosError.reason), so callers in other processes keep it
+RETRY_AFTER = "Avadios-Retry-After"  # an error's AvadiosError.retry_after_s, in seconds
 TIMEOUT_MS = "Avadios-Timeout-Ms"
 REQUEST_ID = "Avadios-Request-Id"
 PEER = "Avadios-Peer"  # the verified node id of the peer a request came from (set by the gateway's peer door)
@@ -149,10 +150,14 @@ class ServerContext:
         raise RpcError(code, details)
 
 
-def _status_headers(code: grpc.StatusCode, message: str, end: bool, reason: str | None = None) -> dict[str, str]:
+def _status_headers(
+    code: grpc.StatusCode, message: str, end: bool, reason: str | None = None, retry_after_s: float | None = None
+) -> dict[str, str]:
     headers = {STATUS: str(code.value[0])}
     if reason:
         headers[REASON] = reason
+    if retry_after_s is not None:
+        headers[RETRY_AFTER] = f"{retry_after_s:.3f}"
     if message:
         # Header values are one line; keep the reason readable and bounded.
         headers[MESSAGE] = " ".join(message.split())[:1000]
@@ -165,12 +170,12 @@ def _status_headers(code: grpc.StatusCode, message: str, end: bool, reason: str 
     return headers
 
 
-def _error_of(exc: BaseException) -> tuple[grpc.StatusCode, str, str | None]:
+def _error_of(exc: BaseException) -> tuple[grpc.StatusCode, str, str | None, float | None]:
     if isinstance(exc, AvadiosError):
-        return exc.code, exc.message, exc.reason
+        return exc.code, exc.message, exc.reason, exc.retry_after_s
     if isinstance(exc, TimeoutError):
-        return grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded", None
-    return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}", None
+        return grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded", None, None
+    return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}", None, None
 
 
 def _message_class(descriptor: Any) -> type[Message]:
@@ -256,11 +261,11 @@ class NatsServer:
                     reply = await implementation(request, ctx)
                 await self._respond(msg, reply.SerializeToString(), _status_headers(grpc.StatusCode.OK, "", True))
         except Exception as exc:
-            code, message, reason = _error_of(exc)
+            code, message, reason, retry_after_s = _error_of(exc)
             if code is grpc.StatusCode.INTERNAL:
                 log.exception("%s failed", method.full_name, extra={"request_id": ctx.request_id})
             with contextlib.suppress(Exception):
-                await msg.respond(b"", headers=_status_headers(code, message, True, reason))
+                await msg.respond(b"", headers=_status_headers(code, message, True, reason, retry_after_s))
 
     async def _serve_stream(
         self, implementation: Callable[..., AsyncIterator[Message]], request: Message, ctx: ServerContext, msg: Request
@@ -302,7 +307,20 @@ def _raise_for_status(msg: Msg, what: str) -> None:
         raise Unavailable(f"no {what} service is running")
     status = headers.get(STATUS, OK)
     if status != OK:
-        raise RpcError(status_code_from_value(int(status)), headers.get(MESSAGE, ""), headers.get(REASON))
+        retry_after = headers.get(RETRY_AFTER)
+        raise RpcError(
+            status_code_from_value(int(status)),
+            headers.get(MESSAGE, ""),
+            headers.get(REASON),
+            _seconds(retry_after),
+        )
+
+
+def _seconds(text: str | None) -> float | None:
+    try:
+        return float(text) if text else None
+    except ValueError:  # an unreadable estimate is no estimate, not a second error
+        return None
 
 
 class NatsChannel:

@@ -27,6 +27,37 @@ def test_bad_settings_are_refused_with_the_reason(tmp_path: Path) -> None:
         load_config({"api_port": 70000}, env={"AVADIOS_HOME": str(tmp_path / "x")})
 
 
+def test_slots_and_threads_default_from_the_core_count_and_replicas(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = {"AVADIOS_HOME": str(tmp_path)}
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    two_cores = load_config(env=env)
+    assert (two_cores.threads_per_replica, two_cores.parallel_slots) == (2, 4)
+    assert load_config({"inference_replicas": 2}, env=env).threads_per_replica == 1  # cores shared out
+    assert load_config({"inference_replicas": 2}, env=env).parallel_slots == 2
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert load_config(env=env).parallel_slots == 4  # never more than keeps greedy answers as decoded alone
+    chosen = load_config(env={**env, "AVADIOS_INFERENCE_PARALLEL": "8", "AVADIOS_INFERENCE_THREADS": "3"})
+    assert (chosen.threads_per_replica, chosen.parallel_slots) == (3, 8)
+    assert (chosen.inference_queue, chosen.inference_queue_wait_s) == (512, 120.0)
+
+
+def test_bad_queue_settings_are_refused(tmp_path: Path) -> None:
+    env = {"AVADIOS_HOME": str(tmp_path)}
+    for key, value, reason in (
+        ("inference_parallel", -1, "inference_parallel"),
+        ("inference_parallel", 65, "inference_parallel"),
+        ("inference_queue", 0, "inference_queue"),
+        ("inference_queue_wait_s", 0, "inference_queue_wait_s"),
+        ("inference_threads", -2, "inference_threads"),
+    ):
+        with pytest.raises(ValueError, match=reason):
+            load_config({key: value}, env=env)
+
+
+
+
 @pytest.mark.parametrize(
     ("setting", "value", "reason"),
     [

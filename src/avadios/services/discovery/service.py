@@ -137,7 +137,8 @@ class DiscoveryRoom(discovery_pb2_grpc.DiscoveryServicer):
     async def _on_inference_beat(self, msg: Msg) -> None:
         with contextlib.suppress(Exception):
             beat = common_pb2.HealthReply.FromString(msg.data)
-            self._loads[beat.instance] = (min(1.0, beat.in_flight / max(1, self.config.inference_queue)), time.time())
+            # busy = every slot taken; a queue behind them counts as more than busy, up to the cap of 1
+            self._loads[beat.instance] = (min(1.0, beat.in_flight / max(1, beat.slots)), time.time())
 
     def _load(self) -> float:
         now = time.time()

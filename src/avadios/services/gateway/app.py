@@ -28,6 +28,7 @@ from avadios.services.gateway.api.web import load_assets, web_router
 from avadios.services.gateway.health import HealthBoard
 from avadios.services.gateway.metrics import Metrics
 from avadios.services.gateway.pipeline import Pipeline
+from avadios.services.gateway.queue_metrics import QueueCollector
 from avadios.transport import NatsChannel
 from avadios.v1.jobs_nats import VerifierClient
 from avadios.v1.storage_nats import StorageClient
@@ -47,6 +48,7 @@ class Gateway:
         self.pipeline = Pipeline.over(channel, config.request_timeout_s, config.default_max_tokens, config.network_tier)
         self.board = HealthBoard()
         self.metrics = Metrics()
+        self.metrics.registry.register(QueueCollector(self.board))
         self.discovery = discovery_stub(channel)
         self.voice = VoiceClient(channel, default_timeout=config.request_timeout_s)
 

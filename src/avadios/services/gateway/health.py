@@ -92,4 +92,22 @@ def _describe(reply: common_pb2.HealthReply) -> dict[str, object]:
         "loaded_model": reply.loaded_model,
         "counters": dict(sorted(reply.counters.items())),
         "uptime_s": round(reply.uptime_s, 1),
+        **(_queue(reply) if reply.slots else {}),
+    }
+
+
+def _queue(reply: common_pb2.HealthReply) -> dict[str, object]:
+    """A service with a request queue (inference): its slots and line now, and its waits since start."""
+    waits = reply.queue_waits
+    return {
+        "queue": {
+            "slots": reply.slots,
+            "running": reply.in_flight - reply.queued,
+            "waiting": reply.queued,
+            "limit": reply.queue_limit,
+            "mean_wait_s": round(reply.queue_wait_seconds_sum / waits, 3) if waits else 0.0,
+            "timeouts": reply.queue_timeouts,
+            "rejected": reply.queue_rejected,
+            "cancelled": reply.cancelled,
+        }
     }

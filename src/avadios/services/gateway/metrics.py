@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
@@ -65,6 +65,12 @@ class Metrics:
             "avadios_speech_first_byte_seconds",
             "Time from a speech request to its first audio bytes",
             buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "avadios_gateway_in_flight",
+            "Generation requests the HTTP API is answering now (queued or running)",
+            ["route"],
             registry=self.registry,
         )
 

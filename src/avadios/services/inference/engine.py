@@ -6,8 +6,9 @@ import asyncio
 import os
 import random
 import threading
-from collections.abc import AsyncIterator, Callable, Generator, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,34 @@ from avadios.token_text import StopText
 SAMPLER_TOP_K = 40
 SAMPLER_MIN_P = 0.05
 EMBED_CONTEXT = 2048  # the longest input an embedding reads, in tokens (a longer one is refused)
+
+# llama.cpp repacks some quantized weights (Q4_K, ...) on load so that it can multiply 4 rows at a time: with it, a
+# row's numbers depend on how many rows share its decode, and greedy answers decoded in parallel flipped at near
+# ties against the same prompt decoded alone (3 of 8 prompts at 4 slots, measured). Without the repacked copy
+# every row is one dot product per weight row, the same alone or in a batch (8 of 8 equal up to 4 slots), and
+# decoding was no slower here. llama-server calls this `--no-repack`; llama-cpp-python has no argument for it.
+_LOADING = threading.Lock()
+
+
+@contextmanager
+def _without_repack() -> Iterator[None]:
+    """Load a model with llama.cpp's repacked weight buffers off (see _LOADING). Llama() reads its model
+    parameters from `llama_model_default_params` while it loads, so that function answers with the field
+    cleared for as long as this lasts; the lock keeps two loads from crossing."""
+    api = llama_cpp.llama_cpp  # the module llama.py calls it through
+    original = api.llama_model_default_params
+
+    def params() -> llama_cpp.llama_model_params:
+        value: llama_cpp.llama_model_params = original()
+        value.use_extra_bufts = False
+        return value
+
+    with _LOADING:
+        setattr(api, "llama_model_default_params", params)  # noqa: B010  # mypy refuses assigning a function
+        try:
+            yield
+        finally:
+            setattr(api, "llama_model_default_params", original)  # noqa: B010
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,13 +137,15 @@ class Engine:
     def __init__(self, path: Path, context_length: int, threads: int) -> None:
         self.path = path
         self.threads = threads or os.cpu_count() or 1
-        self.llm = Llama(
-            model_path=str(path),
-            n_ctx=context_length,
-            n_threads=self.threads,
-            n_threads_batch=self.threads,
-            verbose=False,
-        )
+        with _without_repack():
+            self.llm = Llama(
+                model_path=str(path),
+                n_ctx=context_length,
+                n_threads=self.threads,
+                n_threads_batch=self.threads,
+                verbose=False,
+            )
+        assert not self.llm.model_params.use_extra_bufts, "llama.cpp's repacked weights were not turned off"
         self.context_length = self.llm.n_ctx()
         meta = self.llm.metadata
         vocab = self.llm._model

@@ -1,4 +1,10 @@
-"""The Inference servicer: validates requests, admits them into a bounded queue, streams from the engine."""
+"""The Inference servicer: validates requests, admits them into a bounded FIFO queue, streams from the engine.
+
+Plain generations (no per-token logprobs for Proof of Inference, nothing beyond the plain sampler) run on the
+batch engine's slots, several at once (`inference_parallel`); generations with `want_tokens`, constrained ones
+and `Score` run on the single-sequence engine, one at a time, which holds the exact path Proof of Inference
+checks against. Every request takes one of the queue's slots first, so the queue bounds both.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +18,14 @@ from pathlib import Path
 
 import psutil
 
-from avadios.errors import Busy, InvalidArgument, NotFound, Unavailable
+from avadios.errors import InvalidArgument, NotFound, Unavailable
 from avadios.models import ModelFile, default_model_path, discover_models
 from avadios.runtime import ServiceContext
 from avadios.sampling_features import network_refusal
+from avadios.services.inference.admission import AdmissionQueue
+from avadios.services.inference.batch import BatchEngine, BatchPiece, BatchSampling
 from avadios.services.inference.chat_format import GGUF_TEMPLATE, QA_FORMAT, Message
-from avadios.services.inference.engine import SAMPLER_MIN_P, SAMPLER_TOP_K, Engine, Sampling, TokenLogprob
+from avadios.services.inference.engine import SAMPLER_MIN_P, SAMPLER_TOP_K, Engine, Piece, Sampling, TokenLogprob
 from avadios.services.inference.gguf_meta import quantization, read_metadata, serving_context, trained_context
 from avadios.transport import ServerContext
 from avadios.v1 import common_pb2, inference_pb2, inference_pb2_grpc
@@ -80,9 +88,16 @@ class InferenceRoom(inference_pb2_grpc.InferenceServicer):
         self._models: dict[str, ModelFile] = {}
         self._infos: dict[str, inference_pb2.ModelInfo] = {}
         self._engine: Engine | None = None
-        self._engine_lock = asyncio.Lock()  # one generation (and one model swap) at a time per replica
-        self._admitted = 0
+        self._batch: BatchEngine | None = None  # the loaded model's parallel slots
+        self._single_lock = asyncio.Lock()  # the single-sequence engine: one request at a time
+        # Requests using the loaded model now, and whether one waits to swap it: a swap waits for them to finish.
+        self._model_change = asyncio.Condition()
+        self._model_users = 0
+        self._swapping = False
+        slots = self.config.parallel_slots
+        self._queue = AdmissionQueue(slots, max(slots, self.config.inference_queue))
         self._served = 0
+        self._cancelled = 0
         self._load_task: asyncio.Task[None] | None = None
         self._load_error = ""
 
@@ -100,8 +115,32 @@ class InferenceRoom(inference_pb2_grpc.InferenceServicer):
     async def stop(self) -> None:
         if self._load_task is not None:
             self._load_task.cancel()
+        self._unload()
+
+    async def _load(self, path: Path) -> None:
+        """Load a GGUF with the context it was trained for, capped by `context_length` and by memory: the
+        single-sequence context and each of the batch engine's slots hold that many tokens of KV cache."""
+        config = self.config
+        meta = await asyncio.to_thread(read_metadata, path)
+        memory = psutil.virtual_memory().available // (1 + config.parallel_slots)
+        context = serving_context(meta, config.context_length, memory)
+        engine = await Engine.load(path, context, config.threads_per_replica)
+        try:
+            self._batch = await asyncio.to_thread(
+                BatchEngine, engine.llm, config.parallel_slots, engine.context_length, engine.threads
+            )
+        except BaseException:
+            engine.close()
+            raise
+        self._engine = engine
+
+    def _unload(self) -> None:
+        if self._batch is not None:
+            self._batch.close()
+            self._batch = None
         if self._engine is not None:
             self._engine.close()
+            self._engine = None
 
     async def _load_default(self) -> None:
         try:
@@ -109,13 +148,16 @@ class InferenceRoom(inference_pb2_grpc.InferenceServicer):
             self._default_path = path
             self._refresh_models()
             log.info("loading model", extra={"path": str(path)})
-            self._engine = await self._load(path)
+            await self._load(path)
+            assert self._engine is not None
             log.info(
                 "model loaded",
                 extra={
                     "model": path.stem,
                     "threads": self._engine.threads,
                     "n_ctx": self._engine.context_length,
+                    "slots": self.config.parallel_slots,
+                    "queue": self._queue.limit,
                 },
             )
         except Exception as exc:
@@ -140,13 +182,22 @@ class InferenceRoom(inference_pb2_grpc.InferenceServicer):
             status, detail = Status.LOADING, "loading the default model"
         else:
             status, detail = Status.SERVING, ""
+        queue = self._queue.stats()
         return self.ctx.base_health(
             status,
             detail,
             requests_served=self._served,
-            in_flight=self._admitted,
+            in_flight=queue.running + queue.waiting,
             models=list(self._models),
             loaded_model=self._engine.path.stem if self._engine else "",
+            queued=queue.waiting,
+            slots=queue.slots,
+            queue_limit=queue.limit,
+            queue_wait_seconds_sum=queue.wait_seconds_sum,
+            queue_waits=queue.waits,
+            queue_timeouts=queue.timeouts,
+            queue_rejected=queue.rejected,
+            cancelled=self._cancelled,
         )
 
     async def Health(self, request: common_pb2.HealthRequest, context: ServerContext) -> common_pb2.HealthReply:
@@ -169,8 +220,7 @@ class InferenceRoom(inference_pb2_grpc.InferenceServicer):
         want_tokens = request.want_tokens
         if want_tokens and network_refusal(request.sampling):  # a network answer must be re-scorable
             raise InvalidArgument(network_refusal(request.sampling))
-        async with self._admission():
-            engine = await self._engine_for(request.model)
+        async with self._admission(context), self._model_use(request.model) as engine:
             tokens, stop = self._prompt(engine, request)
             if len(tokens) + sampling.max_tokens > engine.context_length:
                 raise InvalidArgument(
@@ -182,28 +232,51 @@ class InferenceRoom(inference_pb2_grpc.InferenceServicer):
             sampling = sampling.with_stop(stop)
             model = engine.path.stem
             model_hash = await asyncio.to_thread(engine.model_hash) if want_tokens else b""
-            async for piece in engine.generate(tokens, sampling, want_tokens):
-                if piece.finish_reason:
-                    self._served += 1
-                    yield inference_pb2.GenerateChunk(
-                        finish_reason=piece.finish_reason,
-                        model=model,
-                        instance=self.ctx.instance,
-                        usage=inference_pb2.Usage(
-                            prompt_tokens=piece.prompt_tokens, completion_tokens=piece.completion_tokens
-                        ),
-                        model_hash=model_hash,
-                    )
-                elif want_tokens:
-                    yield inference_pb2.GenerateChunk(
-                        text=piece.text, token_ids=piece.token_ids, logprobs=piece.logprobs
-                    )
-                elif sampling.logprobs:
-                    yield inference_pb2.GenerateChunk(
-                        text=piece.text, token_logprobs=[logprob_message(t) for t in piece.details]
-                    )
+            if want_tokens or sampling.constrained:
+                async with self._single_lock:
+                    async for piece in engine.generate(tokens, sampling, want_tokens):
+                        if piece.finish_reason:
+                            yield self._last_chunk(model, piece.finish_reason, piece, model_hash)
+                        elif want_tokens:
+                            yield inference_pb2.GenerateChunk(
+                                text=piece.text, token_ids=piece.token_ids, logprobs=piece.logprobs
+                            )
+                        elif sampling.logprobs:
+                            yield inference_pb2.GenerateChunk(
+                                text=piece.text, token_logprobs=[logprob_message(t) for t in piece.details]
+                            )
+                        else:
+                            yield inference_pb2.GenerateChunk(text=piece.text)
+                return
+            # Plain requests, seeded ones included: the batch engine starts every sequence from an empty cache,
+            # so a seeded answer repeats exactly (the single path's prompt-prefix re-use is what broke that).
+            assert self._batch is not None
+            plain = BatchSampling(
+                sampling.max_tokens,
+                sampling.temperature,
+                sampling.top_p,
+                sampling.seed,
+                sampling.stop,
+                SAMPLER_TOP_K,
+                SAMPLER_MIN_P,
+            )
+            async for batch_piece in self._batch.generate(tokens, plain):
+                if batch_piece.finish_reason:
+                    yield self._last_chunk(model, batch_piece.finish_reason, batch_piece, b"")
                 else:
-                    yield inference_pb2.GenerateChunk(text=piece.text)
+                    yield inference_pb2.GenerateChunk(text=batch_piece.text)
+
+    def _last_chunk(
+        self, model: str, finish_reason: str, counts: Piece | BatchPiece, model_hash: bytes
+    ) -> inference_pb2.GenerateChunk:
+        self._served += 1
+        return inference_pb2.GenerateChunk(
+            finish_reason=finish_reason,
+            model=model,
+            instance=self.ctx.instance,
+            usage=inference_pb2.Usage(prompt_tokens=counts.prompt_tokens, completion_tokens=counts.completion_tokens),
+            model_hash=model_hash,
+        )
 
     async def Embed(self, request: inference_pb2.EmbedRequest, context: ServerContext) -> inference_pb2.EmbedReply:
         inputs = list(request.inputs)
@@ -211,8 +284,7 @@ class InferenceRoom(inference_pb2_grpc.InferenceServicer):
             raise InvalidArgument(f"input must hold 1 to {MAX_EMBED_INPUTS} texts")
         if any(not text for text in inputs):
             raise InvalidArgument("input must not contain empty strings")
-        async with self._admission():
-            engine = await self._engine_for(request.model)
+        async with self._admission(context), self._model_use(request.model) as engine:
             vectors, count = await engine.embed(inputs)
             self._served += 1
         return inference_pb2.EmbedReply(
@@ -224,21 +296,20 @@ class InferenceRoom(inference_pb2_grpc.InferenceServicer):
     async def Tokenize(
         self, request: inference_pb2.TokenizeRequest, context: ServerContext
     ) -> inference_pb2.TokenizeReply:
-        async with self._admission():
-            engine = await self._engine_for(request.model)
-        tokens = engine.tokenize(request.content, request.add_special)
-        pieces = [engine.token_text(t) for t in tokens] if request.with_pieces else []
+        async with self._admission(context), self._model_use(request.model) as engine:
+            tokens = engine.tokenize(request.content, request.add_special)
+            pieces = [engine.token_text(t) for t in tokens] if request.with_pieces else []
         return inference_pb2.TokenizeReply(model=engine.path.stem, tokens=tokens, pieces=pieces)
 
     async def Detokenize(
         self, request: inference_pb2.DetokenizeRequest, context: ServerContext
     ) -> inference_pb2.DetokenizeReply:
-        async with self._admission():
-            engine = await self._engine_for(request.model)
         tokens = list(request.tokens)
-        if any(t >= engine.n_vocab for t in tokens):
-            raise InvalidArgument(f"tokens must be below the model's vocabulary size {engine.n_vocab}")
-        return inference_pb2.DetokenizeReply(model=engine.path.stem, content=engine.detokenize(tokens))
+        async with self._admission(context), self._model_use(request.model) as engine:
+            if any(t >= engine.n_vocab for t in tokens):
+                raise InvalidArgument(f"tokens must be below the model's vocabulary size {engine.n_vocab}")
+            content = engine.detokenize(tokens)
+        return inference_pb2.DetokenizeReply(model=engine.path.stem, content=content)
 
     async def Score(self, request: inference_pb2.ScoreRequest, context: ServerContext) -> inference_pb2.ScoreReply:
         candidate = list(request.token_ids)
@@ -247,8 +318,7 @@ class InferenceRoom(inference_pb2_grpc.InferenceServicer):
             raise InvalidArgument("token_ids is empty: there is nothing to score")
         if any(b <= a for a, b in itertools.pairwise(positions)) or (positions and positions[-1] >= len(candidate)):
             raise InvalidArgument(f"positions must ascend and index token_ids (0..{len(candidate) - 1})")
-        async with self._admission():
-            engine = await self._engine_for(request.model)
+        async with self._admission(context), self._model_use(request.model) as engine, self._single_lock:
             if any(t >= engine.n_vocab for t in candidate):
                 raise InvalidArgument(f"token_ids must be below the model's vocabulary size {engine.n_vocab}")
             tokens, stop = self._prompt(engine, request)
@@ -287,21 +357,48 @@ class InferenceRoom(inference_pb2_grpc.InferenceServicer):
         )
 
     @contextlib.asynccontextmanager
-    async def _admission(self) -> AsyncIterator[None]:
-        """A place in this replica's bounded queue, then the engine to itself (one request at a time)."""
-        if self._engine is None:
+    async def _admission(self, context: ServerContext) -> AsyncIterator[None]:
+        """A slot from this replica's FIFO queue, waiting at most inference_queue_wait_s (and never past the
+        request's own deadline). A caller that goes away, waiting or running, gives its place up at once."""
+        if self._engine is None and not self._swapping:
             raise Unavailable(self._load_error or "the model is still loading; retry shortly")
-        if self._admitted >= self.config.inference_queue:
-            raise Busy(
-                f"inference replica {self.ctx.replica} is busy ({self._admitted} requests running or "
-                f"queued, limit {self.config.inference_queue}); retry later"
-            )
-        self._admitted += 1
+        remaining = context.time_remaining()
+        wait_s = self.config.inference_queue_wait_s if remaining is None else min(
+            self.config.inference_queue_wait_s, remaining
+        )
         try:
-            async with self._engine_lock:
+            async with self._queue.slot(wait_s):
                 yield
+        except (asyncio.CancelledError, GeneratorExit):
+            self._cancelled += 1
+            raise
+
+    @contextlib.asynccontextmanager
+    async def _model_use(self, name: str) -> AsyncIterator[Engine]:
+        """The engine of model `name`, held while the request uses it. Another model than the loaded one is
+        swapped in (one model per replica) once the requests using the loaded one have finished; requests that
+        come meanwhile wait for the swap."""
+        async with self._model_change:
+            await self._model_change.wait_for(lambda: not self._swapping)
+            if self._engine is None:
+                raise Unavailable(self._load_error or "the model is still loading; retry shortly")
+            if name and name != self._engine.path.stem:
+                self._swapping = True
+                try:
+                    await self._model_change.wait_for(lambda: self._model_users == 0)
+                    await self._swap(name)
+                finally:
+                    self._swapping = False
+                    self._model_change.notify_all()
+            engine = self._engine
+            assert engine is not None
+            self._model_users += 1
+        try:
+            yield engine
         finally:
-            self._admitted -= 1
+            async with self._model_change:
+                self._model_users -= 1
+                self._model_change.notify_all()
 
     def _sampling(self, params: inference_pb2.SamplingParams) -> Sampling:
         max_tokens = params.max_tokens or self.config.default_max_tokens
@@ -342,27 +439,18 @@ class InferenceRoom(inference_pb2_grpc.InferenceServicer):
             raise InvalidArgument("prompt is empty")
         return engine.tokenize_prompt(request.prompt), ()
 
-    async def _load(self, path: Path) -> Engine:
-        """Load a GGUF with the context it was trained for, capped by `context_length` and by memory."""
-        meta = await asyncio.to_thread(read_metadata, path)
-        context = serving_context(meta, self.config.context_length, psutil.virtual_memory().available)
-        return await Engine.load(path, context, self.config.inference_threads)
-
-    async def _engine_for(self, name: str) -> Engine:
-        """The engine for `name`, swapping the model in memory if another one is loaded (one per replica)."""
+    async def _swap(self, name: str) -> None:
+        """Load model `name` in place of the current one (nobody is using it); on failure the old one again."""
         assert self._engine is not None
-        if not name or name == self._engine.path.stem:
-            return self._engine
         self._refresh_models()
         model = self._models.get(name)
         if model is None:
             raise NotFound(f"model {name!r} is not served here; available: {', '.join(sorted(self._models))}")
-        log.info("swapping model", extra={"from": self._engine.path.stem, "to": name})
-        old, self._engine = self._engine, None
-        old.close()
+        old = self._engine.path
+        log.info("swapping model", extra={"from": old.stem, "to": name})
+        self._unload()
         try:
-            self._engine = await self._load(model.path)
+            await self._load(model.path)
         except Exception as exc:
-            self._engine = await self._load(old.path)
+            await self._load(old)
             raise Unavailable(f"cannot load model {name!r}: {exc}") from exc
-        return self._engine

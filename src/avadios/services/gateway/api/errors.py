@@ -9,6 +9,7 @@ else a slug for the status. Routes raise; one handler answers, and counts the er
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +45,7 @@ class ApiError:
     message: str
     code: str | None
     param: str | None = None  # the request field at fault, where one is (OpenAI names it too)
+    retry_after_s: float | None = None  # when trying again may work (a queue's estimate): `Retry-After`
 
     @property
     def type(self) -> str:
@@ -71,10 +73,11 @@ def describe(exc: Exception) -> ApiError:
     """The one mapping from anything a route raises to what the client sees."""
     if isinstance(exc, AvadiosError):
         status = http_status_of(exc)
-        return ApiError(status, exc.message, exc.reason or _CODES.get(status) or exc.code.name.lower())
+        code = exc.reason or _CODES.get(status) or exc.code.name.lower()
+        return ApiError(status, exc.message, code, retry_after_s=exc.retry_after_s)
     if isinstance(exc, RequestValidationError):
         message, param = _validation_message(exc)
-        return ApiError(400, message, _CODES[400], param)
+        return ApiError(400, message, _CODES[400], param=param)
     if isinstance(exc, HTTPException):  # unknown routes, wrong methods, bodies over the limit
         return ApiError(exc.status_code, str(exc.detail), _CODES.get(exc.status_code))
     return ApiError(500, f"internal error: {type(exc).__name__}", _CODES[500])
@@ -100,7 +103,10 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
 
 
 def error_response(error: ApiError, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(error.body(), status_code=error.status, headers=headers)
+    headers = dict(headers or {})
+    if error.retry_after_s is not None:  # HTTP wants whole seconds
+        headers["Retry-After"] = str(max(1, math.ceil(error.retry_after_s)))
+    return JSONResponse(error.body(), status_code=error.status, headers=headers or None)
 
 
 def sse_error(error: ApiError) -> bytes:

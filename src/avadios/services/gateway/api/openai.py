@@ -7,6 +7,7 @@ differs between a chat and a completion is only how the answer is written out (`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -188,6 +189,22 @@ def openai_router(pipeline: Pipeline, metrics: Metrics, voice: VoiceClient) -> A
     async def generate(
         request: Request, body: ChatCompletionRequest | CompletionRequest, shape: Shape, route: str
     ) -> Response:
+        # Counted from here until the answer's last byte (a stream hands the count over to its own end).
+        in_flight = metrics.in_flight.labels(route)
+        in_flight.inc()
+        streaming = False
+        try:
+            response = await answer_request(request, body, shape, route)
+            streaming = isinstance(response, StreamingResponse)
+            return response
+        finally:
+            if not streaming:
+                in_flight.dec()
+
+    async def answer_request(
+        request: Request, body: ChatCompletionRequest | CompletionRequest, shape: Shape, route: str
+    ) -> Response:
+        in_flight = metrics.in_flight.labels(route)
         started = time.perf_counter()
         request_id = shape.id_prefix + uuid.uuid4().hex
         ask = body.avadios.ask(request.headers.get(TIER_HEADER))
@@ -233,6 +250,12 @@ def openai_router(pipeline: Pipeline, metrics: Metrics, voice: VoiceClient) -> A
                 error = describe(exc)
                 metrics.errors.labels(route, error.code or "").inc()
                 yield sse_error(error)
+            finally:
+                in_flight.dec()
+                # A client gone mid-stream: close the answer now (its inference stream sends the cancel that frees
+                # the slot at once), not whenever the garbage collector finalizes the generator.
+                with contextlib.suppress(Exception):
+                    await answer.chunks.aclose()  # type: ignore[attr-defined]
 
         return StreamingResponse(
             events(), media_type="text/event-stream", headers={**headers, "Cache-Control": "no-cache"}
