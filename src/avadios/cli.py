@@ -352,7 +352,7 @@ def register_node_commands(commands: Commands) -> None:
         default=None,
         metavar="URL",
         help="tier 1 from an OpenAI-compatible server you already run, e.g. http://127.0.0.1:11434/v1 (Ollama) "
-        "instead of a local GGUF (config inference_backend = \"openai\" and inference_backend_url)",
+        'instead of a local GGUF (config inference_backend = "openai" and inference_backend_url)',
     )
     add_command(commands, "status", cmd_status, "show the node's processes, replicas, health and model", json_flag=True)
     add_command(commands, "id", cmd_id, "print this node's id (BLAKE3 of its Ed25519 public key)", json_flag=True)
@@ -428,9 +428,10 @@ def failure_of(exc: Exception, args: argparse.Namespace) -> CliError | None:
     if isinstance(exc, httpx.HTTPError):
         return CliError(f"talking to the node failed: {exc}", EXIT_ERROR, "http")
     if isinstance(exc, Unavailable):
-        return CliError(f"{exc.message}: is the node running? {start_hint(home)}", EXIT_NOT_RUNNING, "not_running")
+        message = f"{exc.message}: is the node running? {start_hint(home)}"
+        return CliError(message, EXIT_NOT_RUNNING, "not_running", exc.code.name)
     if isinstance(exc, AvadiosError):
-        return CliError(exc.message, EXIT_ERROR, exc.code.name.lower())
+        return CliError(exc.message, EXIT_ERROR, exc.reason or exc.code.name.lower(), exc.code.name)
     if isinstance(exc, DevnetError):
         return CliError(str(exc), EXIT_ERROR, "devnet")
     if isinstance(exc, ValueError | PortInUse | HomeInUse | identity.KeyPermissionError):

@@ -29,7 +29,8 @@ EXIT_INTERRUPTED = 130
 EXIT_STATUS_HELP = (
     "exit status: 0 done; 1 the node or the network refused or failed (the message says why); "
     "2 bad usage, setting or input; 3 no node running for the home, or it does not answer; 130 interrupted. "
-    'Under --json an error is {"error": {"message", "kind", "exit_code"}} on stdout.'
+    'Under --json an error is {"error": {"message", "reason", "exit_code"}} on stdout (plus "code", the gRPC status, '
+    "where a service refused)."
 )
 # How long a command waits to reach the node (HTTP connect, NATS connect) before it says the node is not there.
 CONNECT_TIMEOUT_S = 3.0
@@ -47,11 +48,12 @@ def emit_json(data: object) -> None:
 class CliError(Exception):
     """A failure a command reports in one line (as JSON under --json), with its documented exit status."""
 
-    def __init__(self, message: str, code: int = EXIT_ERROR, kind: str = "error") -> None:
+    def __init__(self, message: str, code: int = EXIT_ERROR, reason: str = "error", status: str = "") -> None:
         super().__init__(message)
         self.message = message
         self.code = code
-        self.kind = kind
+        self.reason = reason  # a slug a script can branch on: not_running, timeout, insufficient_funds, …
+        self.status = status  # the gRPC status name where a service refused (UNAVAILABLE, INVALID_ARGUMENT, …)
 
 
 def home_of(args: argparse.Namespace) -> Path | None:
@@ -80,7 +82,8 @@ def require_node(config: NodeConfig) -> dict[str, Any]:
 def report_failure(args: argparse.Namespace, failure: CliError) -> int:
     """Print a failure for people (stderr) or scripts (JSON on stdout); returns its exit status."""
     if getattr(args, "json", False):
-        emit_json({"error": {"message": failure.message, "kind": failure.kind, "exit_code": failure.code}})
+        error = {"message": failure.message, "reason": failure.reason, "exit_code": failure.code}
+        emit_json({"error": {**error, "code": failure.status} if failure.status else error})
     else:
         console.print(f"[red]error:[/] {escape(failure.message)}")
     return failure.code

@@ -25,16 +25,14 @@ from avadios.cli_common import (
     console,
     emit_json,
     node_client,
-    not_running,
+    require_node,
 )
-from avadios.supervisor import read_node_file
 
 
-def _client(args: argparse.Namespace, timeout: float = 600.0) -> httpx.Client | None:
+def _client(args: argparse.Namespace, timeout: float = 600.0) -> httpx.Client:
+    """The running node's API (the CLI's main says how to start one when there is none)."""
     config = config_of(args)
-    if read_node_file(config) is None:
-        not_running(config, args.json)
-        return None
+    require_node(config)
     client, _ = node_client(config, timeout=timeout)
     return client
 
@@ -190,22 +188,12 @@ def cmd_files(args: argparse.Namespace) -> int:
         console.print(f"[red]error:[/] give the capability: avadios files {args.action} avadios:file:…")
         return EXIT_USAGE
     args.path = args.cap = args.target
-    client = _client(args)
-    if client is None:
-        return 3
-    with client:
-        try:
-            return FILE_ACTIONS[args.action](args, client)
-        except httpx.HTTPError as exc:
-            console.print(f"[red]error:[/] the node's API did not answer: {exc}")
-            return 1
+    with _client(args) as client:
+        return FILE_ACTIONS[args.action](args, client)
 
 
 def cmd_hosting(args: argparse.Namespace) -> int:
-    client = _client(args, timeout=30.0)
-    if client is None:
-        return 3
-    with client:
+    with _client(args, timeout=30.0) as client:
         reply = client.get("/api/hosting")
     if reply.status_code != 200:
         return _fail(args, reply)

@@ -19,9 +19,8 @@ from avadios.cli_common import (
     console,
     emit_json,
     node_client,
-    not_running,
+    require_node,
 )
-from avadios.supervisor import read_node_file
 
 TRANSCRIPT_FORMATS = ("text", "json", "verbose_json", "srt", "vtt")
 SPEECH_FORMATS = ("wav", "mp3", "opus", "pcm")
@@ -41,8 +40,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     if not path.is_file():
         console.print(f"[red]error:[/] {path} is not a file")
         return EXIT_USAGE
-    if read_node_file(config) is None:
-        return not_running(config, args.json)
+    require_node(config)
     fmt = "verbose_json" if args.json else args.format
     form = {"model": args.model, "response_format": fmt, "language": args.language or "", "prompt": args.prompt or ""}
     client, _ = node_client(config, timeout=config.request_timeout_s)
@@ -72,8 +70,7 @@ def cmd_say(args: argparse.Namespace) -> int:
     if not out.parent.is_dir():
         console.print(f"[red]error:[/] the folder {out.parent} does not exist")
         return EXIT_USAGE
-    if read_node_file(config) is None:
-        return not_running(config, args.json)
+    require_node(config)
     body = {"model": "tts-1", "input": text, "voice": args.voice, "response_format": fmt, "speed": args.speed}
     client, _ = node_client(config, timeout=config.request_timeout_s)
     started = time.perf_counter()

@@ -41,7 +41,7 @@ T = TypeVar("T")
 
 def _fail(args: argparse.Namespace, exc: AvadiosError, code: int = EXIT_ERROR) -> int:
     reason = exc.reason if isinstance(exc, LedgerError) else exc.code.name.lower()
-    return report_failure(args, CliError(exc.message, code, reason))
+    return report_failure(args, CliError(exc.message, code, reason, exc.code.name))
 
 
 async def _call(config: NodeConfig, body: Callable[[LedgerClient], Awaitable[T]]) -> T:

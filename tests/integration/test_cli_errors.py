@@ -15,7 +15,17 @@ import pytest
 from tests.helpers import AVADIOS, free_port
 
 EXIT_ERROR, EXIT_NOT_RUNNING = 1, 3
-NODE_COMMANDS = [["models"], ["ask", "hello"], ["wallet", "balance"], ["ledger", "status"], ["peers"], ["jobs"]]
+NODE_COMMANDS = [
+    ["models"],
+    ["ask", "hello"],
+    ["wallet", "balance"],
+    ["ledger", "status"],
+    ["peers"],
+    ["jobs"],
+    ["files", "ls"],
+    ["hosting"],
+    ["say", "hello", "-o", "/tmp/avadios-cli-errors-test.wav"],
+]
 
 
 def run(*args: str) -> tuple[subprocess.CompletedProcess[str], float]:
@@ -39,7 +49,7 @@ def test_without_a_node_every_command_says_how_to_start_one(tmp_path: Path, comm
     assert f"no node running at {home}" in one_line_error(result) and "avadios up --home" in result.stderr
     as_json, _ = run(*command, "--home", str(home), "--json")
     error = json.loads(as_json.stdout)["error"]
-    assert (error["kind"], error["exit_code"], as_json.returncode) == ("not_running", 3, 3)
+    assert (error["reason"], error["exit_code"], as_json.returncode) == ("not_running", 3, 3)
 
 
 @pytest.fixture
@@ -79,7 +89,7 @@ def test_a_missing_devnet_is_a_one_line_error(tmp_path: Path) -> None:
     result, _ = run("devnet", "status", "--dir", str(tmp_path / "none"))
     assert result.returncode == EXIT_ERROR and "no devnet in" in one_line_error(result)
     as_json, _ = run("devnet", "status", "--dir", str(tmp_path / "none"), "--json")
-    assert json.loads(as_json.stdout)["error"]["kind"] == "devnet"
+    assert json.loads(as_json.stdout)["error"]["reason"] == "devnet"
 
 
 def test_a_bad_setting_is_refused_with_its_name_before_anything_starts(tmp_path: Path) -> None:
