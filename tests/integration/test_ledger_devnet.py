@@ -180,7 +180,8 @@ def test_a_hold_binds_and_its_settle_names_every_payee_on_every_replica(net) -> 
             provider_view = WalletClient(ledger_stub(NatsChannel(clients[1]), timeout=30.0), wallet(nodes[1]))
             held = await payer.hold(b"job-1", providers, price_cap=AUTOM // 2, ttl_ms=120_000)
             assert held.confirmed
-            seen = await _eventually_async(lambda: provider_view.hold_info(held.hash))
+            # as a provider does: wait until its own node has the hold confirmed (it may see it unconfirmed first)
+            seen = await _eventually_async(lambda: _confirmed(provider_view, held.hash))
             ok = why_not_serve(seen, providers[0], quote=AUTOM // 4, work_ms=5_000)
             with pytest.raises(HoldNotExpired):  # paying no one before the expiry: refused before signing
                 await payer.settle(held.block, {}, {p: UNPAID_NOT_DELIVERED for p in providers})
@@ -212,6 +213,11 @@ async def _eventually_async(fetch: Any, timeout: float = 20.0) -> Any:
             assert found is not None, "not seen in time"
             return found
         await asyncio.sleep(0.1)
+
+
+async def _confirmed(client: WalletClient, digest: bytes) -> ledger_pb2.LedgerHoldReply | None:
+    reply = await client.hold_info(digest)
+    return reply if reply.status == ledger_pb2.BLOCK_STATUS_CONFIRMED else None
 
 
 async def _closed(client: WalletClient, digest: bytes) -> ledger_pb2.LedgerHoldReply | None:
