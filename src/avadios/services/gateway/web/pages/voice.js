@@ -56,6 +56,9 @@ function recorder(output) {
       });
       active.start();
       button.textContent = "■ Stop and transcribe";
+      // The previous transcript is gone once a new recording starts: what shows is what is happening now.
+      output.dataset.state = "recording";
+      output.replaceChildren(h("p", { class: "muted" }, "Recording… press Stop to transcribe."));
     } catch (err) {
       output.replaceChildren(errorBox("Recording failed", err));
     }
